@@ -1,0 +1,29 @@
+"""convforge: the convolution layer from its textbook definition to production quality."""
+
+from . import algorithms as _algorithms_pkg
+from .dispatch import choose_algorithm
+from .functional import conv2d, conv2d_input, conv2d_weight, conv_transpose2d, corr2d
+from .shapes import (
+    book_output_size,
+    conv_bytes,
+    conv_flops,
+    output_shape,
+    output_size,
+    receptive_field,
+    same_padding,
+    transpose_output_size,
+)
+from .signal import convolve2d, correlate2d
+from .spec import ConvDTypeError, ConvShapeError, ConvSpec, make_spec, make_transpose_spec
+
+algorithms = _algorithms_pkg.algorithms
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConvDTypeError", "ConvShapeError", "ConvSpec",
+    "algorithms", "book_output_size", "choose_algorithm", "conv2d", "conv2d_input",
+    "conv2d_weight", "conv_bytes", "conv_flops", "conv_transpose2d", "convolve2d", "corr2d",
+    "correlate2d", "make_spec", "make_transpose_spec", "output_shape", "output_size",
+    "receptive_field", "same_padding", "transpose_output_size",
+]

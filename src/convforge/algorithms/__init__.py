@@ -1,0 +1,61 @@
+"""The algorithm registry: every algorithm offers the same five functions.
+
+An algorithm is a module with::
+
+    supports(spec, dtype, device) -> str | None   # None: yes; else the reason it cannot
+    forward(x, w, spec)                           # valid correlation of the padded input
+    grad_input(grad_out, w, spec, x_shape)        # as torch.nn.grad.conv2d_input (padded x)
+    grad_weight(x, grad_out, spec, w_shape)       # as torch.nn.grad.conv2d_weight
+    cost(spec, dtype, device) -> float            # estimated seconds, for dispatch
+
+``x`` is the already padded input ``(N, C_in, Hp, Wp)``; only ``spec.stride``,
+``spec.dilation`` and ``spec.groups`` matter to an algorithm. Tensors may be
+non-contiguous (channels_last, slices) and complex. A new algorithm is one module and
+one line in ``_MODULES``; it then joins every parity test and benchmark by itself.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Callable
+
+# name -> (module, may "auto" choose it?)
+_MODULES = {
+    "reference": ("reference", False),  # float64 oracle: tests and teaching
+    "torch": ("torch_native", False),   # torch's own kernels, a baseline for comparison
+    "shift": ("shift", True),
+    "im2col": ("im2col", True),
+}
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    name: str
+    auto: bool
+    supports: Callable
+    forward: Callable
+    grad_input: Callable
+    grad_weight: Callable
+    cost: Callable
+
+
+def _load(name: str, module: str, auto: bool) -> Algorithm:
+    mod = importlib.import_module(f"{__name__}.{module}")
+    return Algorithm(name, auto, mod.supports, mod.forward, mod.grad_input, mod.grad_weight,
+                     mod.cost)
+
+
+REGISTRY: dict[str, Algorithm] = {
+    name: _load(name, module, auto) for name, (module, auto) in _MODULES.items()
+}
+
+
+def algorithms() -> list[str]:
+    """The names ``algorithm=`` accepts (besides ``"auto"``).
+
+    Example:
+        >>> "reference" in algorithms() and "im2col" in algorithms()
+        True
+    """
+    return list(REGISTRY)

@@ -1,0 +1,116 @@
+"""Three autograd Functions that close under differentiation.
+
+Fix a spec (stride, dilation, groups) and write, for the padded input x, weight w and an
+output-shaped g,
+
+    F(x, w)   = forward(x, w)          valid cross-correlation          -> output shape
+    Gi(g, w)  = grad_input(g, w)       its adjoint in x                 -> input shape
+    Gw(x, g)  = grad_weight(x, g)      its adjoint in w                 -> weight shape
+
+All three are the same trilinear form T(x, w, g) = sum_{n,o,c,y,x,i,j}
+g[n,o,y,x] w[o,c,i,j] x[n,c, y*sH + i*dH, x*sW + j*dW] read with one argument left out:
+
+    <F(x, w), g> = <x, Gi(g, w)> = <w, Gw(x, g)>                (adjointness)
+
+so the derivative of any one of them is another of them. With torch's convention for
+complex gradients (grad = dL/d(conj z)), and conj() a no-op on real tensors:
+
+    F(x, w),  upstream dy:  dx = Gi(dy, conj w)     dw = Gw(conj x, dy)
+    Gi(g, w), upstream dX:  dg = F(dX, conj w)      dw = Gw(dX, conj g)
+    Gw(x, g), upstream dW:  dx = Gi(conj g, dW)     dg = F(conj x, dW)
+
+Each backward calls the other Functions through ``.apply``, so second and higher
+derivatives (gradgradcheck, double backward) work for every algorithm. The transposed
+convolution is Gi used as a forward pass. Padding and bias stay outside: they are torch
+ops, and torch differentiates them.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .algorithms._common import out_size
+
+
+def _conj(t):
+    return t.conj() if t.is_complex() else t
+
+
+def _empty_result(shape, like):
+    return like.new_zeros(tuple(shape))
+
+
+class _Forward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, w, spec, algo):
+        ctx.save_for_backward(x, w)
+        ctx.spec, ctx.algo = spec, algo
+        n, _, hp, wp = x.shape
+        if x.numel() == 0 or w.numel() == 0:
+            return _empty_result((n, w.shape[0]) + out_size(spec, hp, wp), x)
+        return algo.forward(x, w, spec)
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, w = ctx.saved_tensors
+        dx = dw = None
+        if ctx.needs_input_grad[0]:
+            dx = conv_grad_input(dy, _conj(w), ctx.spec, ctx.algo, x.shape)
+        if ctx.needs_input_grad[1]:
+            dw = conv_grad_weight(_conj(x), dy, ctx.spec, ctx.algo, w.shape)
+        return dx, dw, None, None
+
+
+class _GradInput(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, g, w, spec, algo, x_shape):
+        ctx.save_for_backward(g, w)
+        ctx.spec, ctx.algo = spec, algo
+        if g.numel() == 0 or w.numel() == 0:
+            return _empty_result(x_shape, g)
+        return algo.grad_input(g, w, spec, tuple(x_shape))
+
+    @staticmethod
+    def backward(ctx, d_x):
+        g, w = ctx.saved_tensors
+        dg = dw = None
+        if ctx.needs_input_grad[0]:
+            dg = conv_forward(d_x, _conj(w), ctx.spec, ctx.algo)
+        if ctx.needs_input_grad[1]:
+            dw = conv_grad_weight(d_x, _conj(g), ctx.spec, ctx.algo, w.shape)
+        return dg, dw, None, None, None
+
+
+class _GradWeight(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, g, spec, algo, w_shape):
+        ctx.save_for_backward(x, g)
+        ctx.spec, ctx.algo = spec, algo
+        if x.numel() == 0 or g.numel() == 0:
+            return _empty_result(w_shape, x)
+        return algo.grad_weight(x, g, spec, tuple(w_shape))
+
+    @staticmethod
+    def backward(ctx, d_w):
+        x, g = ctx.saved_tensors
+        dx = dg = None
+        if ctx.needs_input_grad[0]:
+            dx = conv_grad_input(_conj(g), d_w, ctx.spec, ctx.algo, x.shape)
+        if ctx.needs_input_grad[1]:
+            dg = conv_forward(_conj(x), d_w, ctx.spec, ctx.algo)
+        return dx, dg, None, None, None
+
+
+def conv_forward(x, w, spec, algo):
+    """F(x, w): valid correlation of the padded input, differentiable to any order."""
+    return _Forward.apply(x, w, spec, algo)
+
+
+def conv_grad_input(g, w, spec, algo, x_shape):
+    """Gi(g, w): the input gradient (adjoint of F in x), differentiable to any order."""
+    return _GradInput.apply(g, w, spec, algo, tuple(x_shape))
+
+
+def conv_grad_weight(x, g, spec, algo, w_shape):
+    """Gw(x, g): the weight gradient (adjoint of F in w), differentiable to any order."""
+    return _GradWeight.apply(x, g, spec, algo, tuple(w_shape))

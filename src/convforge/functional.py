@@ -1,0 +1,218 @@
+"""The public convolution functions, with torch's signatures plus ``algorithm=``.
+
+Cross-correlation versus convolution, stated once: every function here except
+:func:`convforge.convolve2d` computes the *cross-correlation*
+``y[i, j] = sum_{a,b} x[i*s + a*d, j*s + b*d] * k[a, b]`` (what deep-learning libraries
+call convolution). True convolution flips the kernel on both axes first:
+``convolve(x, k) == correlate(x, k[::-1, ::-1])``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .autograd import conv_forward, conv_grad_input, conv_grad_weight
+from .dispatch import resolve
+from .spec import (
+    _LOW_PRECISION,
+    ConvShapeError,
+    as_tensor,
+    check_dtypes,
+    make_spec,
+    make_transpose_spec,
+    pad_input,
+)
+
+__all__ = ["conv2d", "conv_transpose2d", "corr2d", "conv2d_input", "conv2d_weight"]
+
+
+def _prepare(func, input, weight, bias):
+    x, from_numpy = as_tensor(func, "input", input)
+    w, _ = as_tensor(func, "weight", weight)
+    b, _ = as_tensor(func, "bias", bias, allow_none=True)
+    check_dtypes(func, x, w, b)
+    return x, w, b, from_numpy
+
+
+def _compute_dtype(dtype):
+    return torch.float32 if dtype in _LOW_PRECISION else dtype
+
+
+def _finish(out, b, dtype, batched, from_numpy):
+    if b is not None:
+        out = out + b.to(out.dtype).view(1, -1, 1, 1)
+    out = out.to(dtype)
+    if not batched:
+        out = out.squeeze(0)
+    return out.detach().numpy() if from_numpy else out
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
+           padding_mode="zeros", algorithm="auto"):
+    """2D cross-correlation with torch's ``F.conv2d`` semantics, and more.
+
+    Args:
+        input: ``(N, C_in, H, W)`` or unbatched ``(C_in, H, W)``; tensor or NumPy array.
+        weight: ``(C_out, C_in / groups, kH, kW)``.
+        bias: optional ``(C_out,)``.
+        stride, dilation: int or ``(sH, sW)``; positive.
+        padding: int, ``(pH, pW)``, per side ``((top, bottom), (left, right))``,
+            ``"valid"`` or ``"same"`` (also with stride: output ``ceil(H / sH)``, the odd
+            extra row/column at the bottom/right, TensorFlow's rule).
+        groups: number of blocked connections from input to output channels.
+        padding_mode: ``"zeros"``, ``"reflect"``, ``"replicate"``, ``"circular"`` (torch's
+            meanings) or ``"symmetric"`` (numpy.pad's: the edge sample repeated).
+        algorithm: ``"auto"`` or a name from :func:`convforge.algorithms`.
+
+    Returns:
+        ``(N, C_out, oH, oW)`` (or ``(C_out, oH, oW)``), same dtype and kind as ``input``;
+        float16/bfloat16 are computed in float32.
+
+    Shape:
+        ``oH = floor((H + top + bottom - dH (kH - 1) - 1) / sH) + 1``, likewise ``oW``.
+
+    Raises:
+        TypeError: non-array input, non-integer stride/dilation/groups, dtype mismatch.
+        ValueError: any other invalid argument (shape errors are also RuntimeErrors).
+
+    Example:
+        >>> x = torch.arange(9.).reshape(1, 1, 3, 3)
+        >>> conv2d(x, torch.arange(4.).reshape(1, 1, 2, 2))
+        tensor([[[[19., 25.],
+                  [37., 43.]]]])
+    """
+    x, w, b, from_numpy = _prepare("conv2d", input, weight, bias)
+    spec = make_spec("conv2d", x.shape, w.shape, bias=b, stride=stride, padding=padding,
+                     dilation=dilation, groups=groups, padding_mode=padding_mode)
+    ct = _compute_dtype(x.dtype)
+    algo = resolve("conv2d", algorithm, spec, ct, x.device)
+    xb = x if spec.batched else x.unsqueeze(0)
+    xp = pad_input(xb.to(ct), spec.padding, spec.padding_mode)   # (N, C_in, Hp, Wp)
+    out = conv_forward(xp, w.to(ct), spec, algo)                  # (N, C_out, oH, oW)
+    return _finish(out, b, x.dtype, spec.batched, from_numpy)
+
+
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0,
+                     groups=1, dilation=1, *, algorithm="auto"):
+    """Transposed convolution with torch's ``F.conv_transpose2d`` semantics.
+
+    It is the adjoint (input gradient) of :func:`conv2d` with the same weight, stride,
+    dilation and groups, cropped by ``padding`` on each side and extended by
+    ``output_padding`` at the bottom/right.
+
+    Args:
+        input: ``(N, C_in, H, W)`` or ``(C_in, H, W)``.
+        weight: ``(C_in, C_out / groups, kH, kW)``.
+        output_padding: extra rows/columns at the end; smaller than stride or dilation.
+
+    Returns:
+        ``(N, C_out, oH, oW)``.
+
+    Shape:
+        ``oH = (H - 1) sH - 2 pH + dH (kH - 1) + output_padding + 1``.
+
+    Example:
+        >>> conv_transpose2d(torch.ones(1, 1, 2, 2), torch.ones(1, 1, 2, 2), stride=2).shape
+        torch.Size([1, 1, 4, 4])
+    """
+    x, w, b, from_numpy = _prepare("conv_transpose2d", input, weight, bias)
+    ts = make_transpose_spec("conv_transpose2d", x.shape, w.shape, bias=b, stride=stride,
+                             padding=padding, output_padding=output_padding, groups=groups,
+                             dilation=dilation)
+    ct = _compute_dtype(x.dtype)
+    algo = resolve("conv_transpose2d", algorithm, ts.conv, ct, x.device)
+    xb = x if ts.batched else x.unsqueeze(0)
+    full = conv_grad_input(xb.to(ct), w.to(ct), ts.conv, algo, ts.conv.padded_shape)
+    (ph, pw), (oph, opw) = ts.padding, ts.output_padding
+    if oph or opw:
+        full = F.pad(full, (0, opw, 0, oph))                     # (N, C_out, fH+op, fW+op)
+    out = full[..., ph:ph + ts.out_h, pw:pw + ts.out_w]           # (N, C_out, oH, oW)
+    return _finish(out, b, x.dtype, ts.batched, from_numpy)
+
+
+def conv2d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=1, groups=1,
+                 *, algorithm="auto"):
+    """Gradient of :func:`conv2d` with respect to its input (``torch.nn.grad.conv2d_input``).
+
+    Example:
+        >>> conv2d_input((1, 1, 3, 3), torch.ones(1, 1, 2, 2), torch.ones(1, 1, 2, 2))
+        tensor([[[[1., 2., 1.],
+                  [2., 4., 2.],
+                  [1., 2., 1.]]]])
+    """
+    w, _ = as_tensor("conv2d_input", "weight", weight)
+    g, from_numpy = as_tensor("conv2d_input", "grad_output", grad_output)
+    check_dtypes("conv2d_input", g, w)
+    spec = make_spec("conv2d_input", tuple(input_size), w.shape, stride=stride,
+                     padding=padding, dilation=dilation, groups=groups)
+    if tuple(g.shape[-2:]) != (spec.out_h, spec.out_w) or g.shape[-3] != spec.c_out:
+        raise ConvShapeError(
+            f"conv2d_input: grad_output must have shape {spec.output_shape[-3:]} per sample, "
+            f"but got {tuple(g.shape)}")
+    ct = _compute_dtype(g.dtype)
+    algo = resolve("conv2d_input", algorithm, spec, ct, g.device)
+    gb = g if spec.batched else g.unsqueeze(0)
+    gx = conv_grad_input(gb.to(ct), w.to(ct), spec, algo, spec.padded_shape)
+    top, _, left, _ = spec.padding
+    gx = gx[..., top:top + spec.h, left:left + spec.w]
+    return _finish(gx, None, g.dtype, spec.batched, from_numpy)
+
+
+def conv2d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation=1, groups=1,
+                  *, algorithm="auto"):
+    """Gradient of :func:`conv2d` with respect to its weight (``torch.nn.grad.conv2d_weight``).
+
+    Example:
+        >>> conv2d_weight(torch.ones(1, 1, 3, 3), (1, 1, 2, 2), torch.ones(1, 1, 2, 2))
+        tensor([[[[4., 4.],
+                  [4., 4.]]]])
+    """
+    x, from_numpy = as_tensor("conv2d_weight", "input", input)
+    g, _ = as_tensor("conv2d_weight", "grad_output", grad_output)
+    check_dtypes("conv2d_weight", x, g)
+    spec = make_spec("conv2d_weight", x.shape, tuple(weight_size), stride=stride,
+                     padding=padding, dilation=dilation, groups=groups)
+    if tuple(g.shape[-2:]) != (spec.out_h, spec.out_w) or g.shape[-3] != spec.c_out:
+        raise ConvShapeError(
+            f"conv2d_weight: grad_output must have shape {spec.output_shape[-3:]} per sample, "
+            f"but got {tuple(g.shape)}")
+    ct = _compute_dtype(x.dtype)
+    algo = resolve("conv2d_weight", algorithm, spec, ct, x.device)
+    xb, gb = (x, g) if spec.batched else (x.unsqueeze(0), g.unsqueeze(0))
+    xp = pad_input(xb.to(ct), spec.padding, "zeros")
+    gw = conv_grad_weight(xp, gb.to(ct), spec, algo, spec.weight_shape)
+    gw = gw.to(x.dtype)
+    return gw.detach().numpy() if from_numpy else gw
+
+
+def _book_dtype(t):
+    """The book's corr2d writes into float32 zeros: integers become float32."""
+    return t.dtype if (t.is_floating_point() or t.is_complex()) else torch.float32
+
+
+def corr2d(X, K):
+    """The book's 2D cross-correlation of a 2D input and a 2D kernel (stride 1, no padding).
+
+    Args:
+        X: ``(H, W)`` tensor or array.
+        K: ``(kH, kW)`` tensor or array.
+
+    Returns:
+        ``(H - kH + 1, W - kW + 1)``; integer inputs give float32 (as in d2l). Differentiable.
+
+    Example:
+        >>> corr2d(torch.arange(9).reshape(3, 3), torch.arange(4).reshape(2, 2))
+        tensor([[19., 25.],
+                [37., 43.]])
+    """
+    x, from_numpy = as_tensor("corr2d", "X", X)
+    k, _ = as_tensor("corr2d", "K", K)
+    for name, t in (("X", x), ("K", k)):
+        if t.dim() != 2:
+            raise ConvShapeError(
+                f"corr2d: {name} must be 2D (height, width), but got shape {tuple(t.shape)}; "
+                f"for (N, C, H, W) batches use convforge.conv2d or convforge.nn.Conv2d")
+    dtype = torch.promote_types(_book_dtype(x), _book_dtype(k))
+    y = conv2d(x.to(dtype)[None, None], k.to(dtype)[None, None])[0, 0]
+    return y.detach().numpy() if from_numpy else y
