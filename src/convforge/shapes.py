@@ -12,7 +12,6 @@ They agree whenever ``p = p_before + p_after`` and ``d = 1``.
 
 from __future__ import annotations
 
-import math
 import numbers
 
 __all__ = [
@@ -212,7 +211,3 @@ def conv_bytes(n, c_in, h, w, c_out, out_hw, kernel, groups=1, itemsize=4) -> di
     return {"forward": fwd, "backward": bwd, "total": fwd + bwd,
             "intensity_forward": conv_flops(n, c_in, c_out, out_hw, kernel, groups)["forward"]
             / fwd}
-
-
-def ceil_div(a: int, b: int) -> int:
-    return math.ceil(a / b) if b else 0

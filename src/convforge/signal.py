@@ -94,8 +94,11 @@ def _correlate(func, in1, in2, mode, boundary, fillvalue, flip):
     k, _ = _as_array(func, "in2", in2)
     swap = _check(func, a, k, mode, boundary, fillvalue)
     result_dtype = np.result_type(a.dtype, k.dtype)
-    if result_dtype == np.float16:
-        result_dtype = np.dtype(np.float32)
+    if result_dtype.kind == "b" or result_dtype in (np.float16, np.longdouble, np.clongdouble):
+        raise ValueError(  # as scipy: its convolve2d has no kernel for these types
+            f"{func}: the inputs' common dtype must be an integer, float32/float64 or "
+            f"complex64/complex128 type (as in scipy), but got {result_dtype}; "
+            f"convert with .astype(np.float32)")
     if swap:  # scipy swaps so that the larger array is the image
         a, k = k, a
     acc = _accumulator(result_dtype)

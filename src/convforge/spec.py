@@ -145,7 +145,8 @@ def _normalise_padding(func, padding, kernel, stride, dilation, size):
                 f"{func}: per-side padding must be ((top, bottom), (left, right)), "
                 f"but got {padding!r}")
         return (top, bottom, left, right)
-    if isinstance(padding, (tuple, list)) and len(padding) == 4 and all(_is_int(p) for p in padding):
+    if (isinstance(padding, (tuple, list)) and len(padding) == 4
+            and all(_is_int(p) for p in padding)):
         raise TypeError(
             f"{func}: per-side padding is written ((top, bottom), (left, right)), "
             f"but got the flat 4-tuple {padding!r}")

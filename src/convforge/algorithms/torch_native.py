@@ -7,6 +7,8 @@ import torch.nn.functional as F
 
 
 def supports(spec, dtype, device):
+    if dtype.is_complex:
+        return "torch's CPU gradient kernels (slow_conv2d_grad_input) have no complex version"
     return None
 
 

@@ -1,0 +1,92 @@
+"""dtypes, layouts, NumPy, complex, empty batches, NaN/Inf: behaviour as in torch."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import convforge as cf
+from helpers import assert_close
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_computes_in_float32_and_returns_its_dtype(dtype):
+    x, w = torch.randn(2, 3, 8, 8), torch.randn(4, 3, 3, 3)
+    y = cf.conv2d(x.to(dtype), w.to(dtype), padding=1)
+    assert y.dtype == dtype
+    ref = F.conv2d(x.to(dtype).float(), w.to(dtype).float(), padding=1).to(dtype)
+    assert_close(y, ref, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128])
+def test_complex_matches_torch(dtype):
+    x = torch.randn(2, 4, 7, 6, dtype=dtype)
+    w = torch.randn(6, 2, 3, 2, dtype=dtype)
+    b = torch.randn(6, dtype=dtype)
+    kw = {"stride": (2, 1), "padding": 1, "groups": 2}
+    assert_close(cf.conv2d(x, w, b, **kw), F.conv2d(x, w, b, **kw), dtype)
+
+
+def test_numpy_in_numpy_out():
+    x = np.random.default_rng(0).standard_normal((1, 2, 6, 6)).astype(np.float32)
+    w = np.ones((3, 2, 3, 3), np.float32)
+    y = cf.conv2d(x, w, padding="same", padding_mode="symmetric")
+    assert isinstance(y, np.ndarray) and y.dtype == np.float32 and y.shape == (1, 3, 6, 6)
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="symmetric")
+    ref = F.conv2d(torch.from_numpy(xp), torch.from_numpy(w)).numpy()
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
+    yt = cf.conv_transpose2d(np.ones((1, 1, 2, 2)), np.ones((1, 1, 2, 2)))
+    assert isinstance(yt, np.ndarray)
+
+
+def test_empty_batch_behaves_as_torch():
+    x = torch.randn(0, 3, 8, 8, requires_grad=True)
+    w = torch.randn(4, 3, 3, 3, requires_grad=True)
+    y = cf.conv2d(x, w, padding=1)
+    assert y.shape == F.conv2d(x, w, padding=1).shape == (0, 4, 8, 8)
+    y.sum().backward()
+    assert x.grad.shape == x.shape and torch.equal(w.grad, torch.zeros_like(w))
+
+
+def test_nan_and_inf_propagate_as_in_torch():
+    x = torch.randn(1, 1, 6, 6)
+    x[0, 0, 2, 3] = float("nan")
+    x[0, 0, 5, 0] = float("inf")
+    w = torch.rand(2, 1, 3, 3) + 0.1
+    for algo in ["shift", "im2col", "reference"]:
+        y, ref = cf.conv2d(x, w, padding=1, algorithm=algo), F.conv2d(x, w, padding=1)
+        assert torch.equal(y.isnan(), ref.isnan()), algo
+        assert torch.equal(y.isinf(), ref.isinf()), algo
+
+
+def test_channels_last_and_noncontiguous_inputs():
+    x = torch.randn(2, 8, 10, 10).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(4, 8, 3, 3)
+    assert_close(cf.conv2d(x, w, padding=1), F.conv2d(x, w, padding=1), torch.float32)
+    xt = torch.randn(2, 8, 10, 10).transpose(2, 3)
+    assert_close(cf.conv2d(xt, w, stride=2), F.conv2d(xt, w, stride=2), torch.float32)
+
+
+def test_unbatched_input():
+    x, w = torch.randn(3, 7, 7), torch.randn(2, 3, 3, 3)
+    assert_close(cf.conv2d(x, w, stride=2), F.conv2d(x, w, stride=2), torch.float32)
+
+
+def test_auto_never_chooses_the_oracle_or_torch():
+    from convforge.algorithms import REGISTRY
+    from convforge.spec import make_spec
+    for shape in [(1, 1, 64, 64), (8, 64, 14, 14), (2, 3, 32, 32)]:
+        for k in (1, 3, 7):
+            spec = make_spec("conv2d", shape, (8, shape[1], k, k))
+            name = cf.choose_algorithm(spec)
+            assert REGISTRY[name].auto and name not in ("reference", "torch")
+
+
+def test_transposed_convolution_is_the_adjoint():
+    x = torch.randn(2, 3, 9, 8, dtype=torch.float64)
+    w = torch.randn(4, 3, 3, 3, dtype=torch.float64)
+    y = cf.conv2d(x, w, stride=2, padding=1)
+    g = torch.randn_like(y)
+    lhs = (y * g).sum()
+    rhs = (x * cf.conv_transpose2d(g, w, stride=2, padding=1, output_padding=(0, 1))).sum()
+    assert torch.allclose(lhs, rhs)
