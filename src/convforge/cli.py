@@ -1,39 +1,318 @@
-"""The ``convforge`` command."""
+"""The ``convforge`` command: ``filter | fit | shape | bench | demo``.
+
+Every failure a user can cause (missing, unreadable or corrupt file, unknown kernel,
+malformed spec, existing output) is one line on stderr and exit status 1, never a
+traceback. Outputs are written atomically (temporary file in the same folder, then
+``os.replace``), never over the input, and an existing output is replaced only with
+``--force``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+
+from .cli_io import (
+    DISPLAY_RULE,
+    IMAGE_FORMATS,
+    READABLE,
+    CLIError,
+    check_output,
+    load_kernel,
+    one_line,
+    read_image,
+    to_display,
+    write_atomic,
+)
+
+# --------------------------------------------------------------------------------------
+# filter
+# --------------------------------------------------------------------------------------
+
+def _filter_one(inp: Path, out: Path, kernel, args) -> None:
+    import torch
+
+    from .filters import filter2d, resolve_layout
+
+    img = read_image(inp)
+    resp = filter2d(img, kernel, border=args.border, dtype=torch.float64)
+    if out.suffix.lower() == ".npy":
+        write_atomic(out, lambda fh: np.save(fh, resp))
+        return
+    from PIL import Image
+
+    pic = to_display(resp, kernel, img, args.display)
+    if pic.ndim == 3 and resolve_layout(pic.shape) == "CHW":
+        pic = pic.transpose(1, 2, 0)
+    if pic.ndim == 3 and pic.shape[2] == 1:
+        pic = pic[..., 0]
+    if pic.ndim == 3 and pic.shape[2] not in (3, 4):
+        raise CLIError(f"{out}: {pic.shape[2]} channels cannot be stored as an image; use .npy")
+    fmt = IMAGE_FORMATS[out.suffix.lower()]
+    if fmt == "JPEG" and pic.ndim == 3 and pic.shape[2] == 4:
+        pic = pic[..., :3]
+    write_atomic(out, lambda fh: Image.fromarray(pic).save(fh, format=fmt))
 
 
-def _cmd_demo(args) -> int:
-    from .chapter import print_walkthrough
+def _cmd_filter(args) -> int:
+    inp, out = Path(args.input), Path(args.output)
+    if not inp.exists():
+        raise CLIError(f"{inp}: no such file or directory")
+    kernel = load_kernel(args.kernel)
+    if not inp.is_dir():
+        check_output(inp, out, args.force)
+        _filter_one(inp, out, kernel, args)
+        return 0
+    files = sorted(p for p in inp.iterdir() if p.is_file() and p.suffix.lower() in READABLE)
+    if not files:
+        raise CLIError(f"{inp}: no images ({', '.join(sorted(READABLE))}) in this directory")
+    if out.exists() and (not out.is_dir() or out.resolve() == inp.resolve()):
+        raise CLIError(f"{out}: must be a new or existing directory other than the input")
+    ext = args.ext if args.ext is None or args.ext.startswith(".") else f".{args.ext}"
+    targets = [out / (f.stem + (ext or f.suffix)) for f in files]
+    if len(set(targets)) != len(targets):
+        raise CLIError(f"{inp}: two inputs would write the same output name; use --ext")
+    taken = [t for t in targets if t.exists()]
+    if taken and not args.force:
+        raise CLIError(f"{out}: {len(taken)} output file(s) exist already, e.g. {taken[0].name} "
+                       f"(use --force to replace them)")
+    out.mkdir(parents=True, exist_ok=True)
+    from tqdm import tqdm
 
-    print("convforge demo: the convolution chapter, computed by convforge")
-    print_walkthrough()
+    failed = 0
+    for f, t in tqdm(list(zip(files, targets)), desc="filter", unit="image", file=sys.stderr,
+                     delay=1.0, leave=False):
+        try:
+            check_output(f, t, args.force)
+            _filter_one(f, t, kernel, args)
+        except (CLIError, ValueError, TypeError, OSError, RuntimeError) as exc:
+            failed += 1
+            print(f"convforge filter: error: {f.name}: {one_line(exc)}", file=sys.stderr)
+    print(f"filtered {len(files) - failed} of {len(files)} images into {out}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+# --------------------------------------------------------------------------------------
+# fit
+# --------------------------------------------------------------------------------------
+
+def _parse_size(text: str) -> tuple[int, int]:
+    parts = text.lower().split("x")
+    try:
+        size = tuple(int(p) for p in parts)
+    except ValueError:
+        size = ()
+    if len(size) == 1:
+        size = size * 2
+    if len(size) != 2 or min(size) < 1:
+        raise CLIError(f"--size must be KHxKW with positive integers (e.g. 3x3), but got {text!r}")
+    return size
+
+
+def _gray(path, a):
+    if a.ndim != 2:
+        raise CLIError(f"{path}: fit needs a grayscale (2D) image, but got shape {a.shape}")
+    return a.astype(np.float64)
+
+
+def _cmd_fit(args) -> int:
+    import torch
+
+    kh, kw = _parse_size(args.size)
+    x = _gray(args.X, read_image(args.X))
+    y = _gray(args.Y, read_image(args.Y))
+    h, w = x.shape
+    if y.shape == x.shape:                         # a same-size response: keep its valid part
+        ah, aw = kh // 2, kw // 2
+        y = y[ah:h - (kh - 1 - ah), aw:w - (kw - 1 - aw)]
+    if y.shape != (h - kh + 1, w - kw + 1):
+        raise CLIError(f"Y must have X's shape {x.shape} or the valid shape "
+                       f"{(h - kh + 1, w - kw + 1)} for a {kh}x{kw} kernel, but got {y.shape}")
+    from .fit import fit_kernel
+
+    kwargs = {} if args.steps is None else {"steps": args.steps}
+    res = fit_kernel(torch.from_numpy(x), torch.from_numpy(y), (kh, kw), bias=args.bias,
+                     method=args.method, **kwargs)
+    weight = res.weight.detach().cpu().numpy() + 0.0          # + 0.0: no "-0." printed
+    print(f"learned {kh}x{kw} kernel ({res.method}):")
+    print(np.array2string(weight, precision=6, suppress_small=True))
+    if res.bias is not None:
+        print(f"bias: {np.array2string(res.bias.detach().cpu().numpy(), precision=6)}")
+    losses = res.loss if isinstance(res.loss, (list, tuple)) else [res.loss]
+    print(f"loss (sum of squared errors): {float(losses[-1]):.6g}"
+          + (f" after {res.steps} steps, from {float(losses[0]):.6g}" if len(losses) > 1 else ""))
+    if args.save:
+        target = Path(args.save)
+        check_output(Path(args.X), target, args.force)
+        write_atomic(target, lambda fh: np.save(fh, weight))
+        print(f"kernel saved to {target}")
     return 0
 
 
+# --------------------------------------------------------------------------------------
+# bench
+# --------------------------------------------------------------------------------------
+
+def _cmd_bench(args) -> int:
+    import runpy
+
+    import convforge
+
+    script = Path(convforge.__file__).resolve().parents[2] / "benchmarks" / "run.py"
+    if not script.is_file():
+        raise CLIError(f"the benchmark suite is not here ({script} not found): it ships with "
+                       f"the source repository, not with an installed package")
+    main = runpy.run_path(str(script), run_name="convforge_bench").get("main")
+    if not callable(main):
+        raise CLIError(f"{script}: defines no main(argv)")
+    return int(main(list(args.rest)) or 0)
+
+
+# --------------------------------------------------------------------------------------
+# demo
+# --------------------------------------------------------------------------------------
+
+def _cmd_demo(args) -> int:
+    from . import photo
+    from .chapter import print_walkthrough
+
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        if out.exists() and not out.is_dir():
+            raise CLIError(f"{out}: exists and is not a directory")
+        taken = [name for name in photo.FIGURES if (out / name).exists()]
+        if taken and not args.force:
+            raise CLIError(f"{out}: {taken[0]} exists already (use --force to replace figures)")
+    print("convforge demo: the convolution chapter, computed by convforge")
+    print_walkthrough()
+    try:
+        sections, figures = photo.walkthrough()
+    except photo.MissingDependency as exc:
+        print(f"\n(the photograph chapter is skipped: {exc})")
+        return 0
+    for title, text in sections:
+        print(f"\n== {title} ==\n{text}")
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, make in figures.items():
+            photo.save_figure(make(), out / name)
+        print(f"\nfigures written to {out}: {', '.join(figures)}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------
+# parser
+# --------------------------------------------------------------------------------------
+
+def _sub(sub, name, help_, description, examples):
+    paragraphs = description.split("\n\n")          # wrap paragraphs without their own breaks
+    description = "\n\n".join(p if "\n" in p else textwrap.fill(p, 88) for p in paragraphs)
+    return sub.add_parser(name, help=help_, description=description,
+                          epilog="examples:\n  " + "\n  ".join(examples),
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .cli_shape import add_shape_parser
+
     parser = argparse.ArgumentParser(
-        prog="convforge", description="Convolutions you can see and trust.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser(
-        "demo", help="walk through the convolution chapter",
-        description="Print the chapter's results (corr2d, edges, learning a kernel, "
-                    "padding/stride shapes, channels, 1x1 convolution).",
-        epilog="example: convforge demo")
-    demo.set_defaults(func=_cmd_demo)
+        prog="convforge", description="Convolutions you can see and trust.",
+        epilog="run `convforge COMMAND --help` for each command's options and examples")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = _sub(sub, "filter", "filter an image (or a folder of images) with a kernel",
+             "Correlate IN with a kernel (convforge.filter2d, OpenCV's filter2D semantics)\n"
+             "and write OUT. IN: PNG/JPEG/TIFF/BMP (grayscale or RGB) or .npy; a directory IN\n"
+             "filters every image in it into the directory OUT (created).\n"
+             "SPEC: a zoo name with options (sobel-x, laplacian:8, gaussian:sigma=2, box:5;\n"
+             "all names: python -c 'import convforge; print(convforge.kernels.names())'),\n"
+             "an inline matrix (\"[[1,-1]]\"), or a .npy/.txt/.csv file.\n\n"
+             + DISPLAY_RULE,
+             ["convforge filter camera.png edges.png --kernel sobel-x",
+              "convforge filter camera.png gx.npy --kernel sobel-x   "
+              "# == cv2.Sobel(img, CV_64F, 1, 0)",
+              "convforge filter photo.jpg soft.png --kernel gaussian:sigma=2 --border replicate",
+              "convforge filter in.png out.png --kernel \"[[1,-1]]\" --force",
+              "convforge filter photos/ edges/ --kernel laplacian:8 --ext .png"])
+    p.add_argument("input", metavar="IN")
+    p.add_argument("output", metavar="OUT")
+    p.add_argument("--kernel", "-k", required=True, metavar="SPEC")
+    p.add_argument("--border", default="reflect",
+                   choices=["reflect", "zeros", "constant", "replicate", "circular",
+                            "symmetric"],
+                   help="border mode (default reflect = OpenCV's BORDER_REFLECT_101)")
+    p.add_argument("--display", default="auto", choices=["auto", "signed", "abs", "clip"],
+                   help="8-bit mapping for image outputs (see above)")
+    p.add_argument("--ext", help="output extension for a directory IN (default: each input's)")
+    p.add_argument("--force", action="store_true", help="replace existing outputs")
+    p.set_defaults(func=_cmd_filter)
+
+    p = _sub(sub, "fit", "learn the kernel that maps one image to another",
+             "Find the KHxKW kernel (and bias) with Y = corr2d(X, K) (+ b), by exact least "
+             "squares or gradient descent (convforge.fit_kernel). Y may have X's size (its "
+             "valid part is used, kernel centred as in `convforge filter`) or the valid size. "
+             "Use .npy files for exact values.",
+             ["convforge filter camera.png gx.npy --kernel sobel-x",
+              "convforge fit camera.png gx.npy --size 3x3",
+              "convforge fit x.npy y.npy --size 1x2 --method gd --steps 200 --save k.npy"])
+    p.add_argument("X")
+    p.add_argument("Y")
+    p.add_argument("--size", required=True, metavar="KHxKW")
+    p.add_argument("--bias", action="store_true", help="also fit a bias")
+    p.add_argument("--method", default="lstsq", choices=["lstsq", "gd"])
+    p.add_argument("--steps", type=int, help="most gradient-descent steps")
+    p.add_argument("--save", metavar="PATH.npy", help="write the learned kernel (.npy)")
+    p.add_argument("--force", action="store_true", help="replace an existing --save file")
+    p.set_defaults(func=_cmd_fit)
+
+    add_shape_parser(sub, _sub)
+
+    p = _sub(sub, "bench", "run the benchmark suite (benchmarks/run.py)",
+             "Run the repository's benchmark suite; arguments after `bench` go to it "
+             "(use `convforge bench -- --help` for its own help).",
+             ["convforge bench --quick", "convforge bench --quick --json results.json"])
+    p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    p.set_defaults(func=_cmd_bench)
+
+    p = _sub(sub, "demo", "walk through the convolution chapter, then on a real photo",
+             "Print the chapter's results (corr2d, edges, learning a kernel, padding/stride "
+             "shapes, channels, 1x1 convolution), then the same ideas on scikit-image's "
+             "camera photograph: vertical, horizontal and diagonal edges, transposing, "
+             "padding and stride, and a kernel learned back from its output. With --out, "
+             "also write PNG figures there.",
+             ["convforge demo", "convforge demo --out figures/"])
+    p.add_argument("--out", metavar="DIR", help="write PNG figures into DIR (created)")
+    p.add_argument("--force", action="store_true", help="replace existing figures in DIR")
+    p.set_defaults(func=_cmd_demo)
     return parser
 
 
 def main(argv=None) -> int:
+    """Entry point of the ``convforge`` command; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "bench":
+        args.rest = [a for a in extra + list(args.rest) if a != "--"]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    elif args.command == "bench":
+        args.rest = [a for a in args.rest if a != "--"]
     try:
         return args.func(args)
-    except (ValueError, TypeError, OSError) as exc:
-        print(f"convforge {args.command}: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"convforge {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - every failure is one line, never a traceback
+        if os.environ.get("CONVFORGE_DEBUG"):
+            raise
+        message = one_line(exc).removeprefix(f"{args.command}: ")
+        print(f"convforge {args.command}: error: {message}", file=sys.stderr)
         return 1
 
 
