@@ -90,3 +90,33 @@ def test_transposed_convolution_is_the_adjoint():
     lhs = (y * g).sum()
     rhs = (x * cf.conv_transpose2d(g, w, stride=2, padding=1, output_padding=(0, 1))).sum()
     assert torch.allclose(lhs, rhs)
+
+
+@pytest.mark.parametrize("kw", [
+    {}, {"stride": 2, "padding": 1}, {"dilation": 2, "padding": 2, "groups": 2},
+    {"padding": "same"}, {"padding": "valid"},
+])
+def test_conv1d_matches_torch(kw):
+    x = torch.randn(2, 4, 11, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6, 4 // kw.get("groups", 1), 3, dtype=torch.float64, requires_grad=True)
+    y, ref = cf.conv1d(x, w, **kw), F.conv1d(x, w, **kw)
+    assert_close(y, ref, torch.float64)
+    g = torch.randn_like(ref)
+    for a, b in zip(torch.autograd.grad(y, (x, w), g), torch.autograd.grad(ref, (x, w), g)):
+        assert_close(a, b, torch.float64)
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+def test_conv1d_padding_modes_match_torch_pad(mode):
+    x, w = torch.randn(1, 2, 9), torch.randn(3, 2, 4)
+    ref = F.conv1d(F.pad(x, (2, 1), mode=mode), w)
+    assert_close(cf.conv1d(x, w, padding=(2, 1), padding_mode=mode), ref, torch.float32)
+
+
+def test_conv1d_errors_name_conv1d():
+    with pytest.raises(ValueError, match=r"conv1d: input must be 2D \(C, L\) or 3D"):
+        cf.conv1d(torch.randn(1, 1, 4, 4), torch.randn(1, 1, 2))
+    with pytest.raises(ValueError, match="conv1d: stride must be positive, but got 0"):
+        cf.conv1d(torch.randn(1, 1, 4), torch.randn(1, 1, 2), stride=0)
+    with pytest.raises(TypeError, match="conv1d: padding must be an int or a 1-tuple"):
+        cf.conv1d(torch.randn(1, 1, 4), torch.randn(1, 1, 2), padding=1.5)

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 import convforge as cf
+from convforge.algorithms import REGISTRY
 from convforge.chapter import edge_image, learn_edge_kernel, walkthrough
 
 
@@ -69,7 +70,10 @@ def test_1x1_convolution_is_a_matrix_product():
     x = torch.normal(0, 1, (3, 3, 3))
     k = torch.normal(0, 1, (2, 3, 1, 1))
     y1 = torch.matmul(k.reshape(2, 3), x.reshape(3, 9)).reshape(2, 3, 3)
+    spec = cf.make_spec("conv2d", x.shape, k.shape)
     for algo in cf.algorithms():
+        if REGISTRY[algo].supports(spec, x.dtype, x.device) is not None:
+            continue                                   # e.g. winograd: 3x3 kernels only
         y2 = cf.conv2d(x, k, algorithm=algo)
         assert torch.allclose(y1, y2, atol=1e-6), algo
 

@@ -1,8 +1,11 @@
 """convforge: the convolution layer from its textbook definition to production quality."""
 
 from . import algorithms as _algorithms_pkg
+from . import filters, kernels, nn
 from .dispatch import choose_algorithm
-from .functional import conv2d, conv2d_input, conv2d_weight, conv_transpose2d, corr2d
+from .filters import filter2d
+from .fit import FitResult, fit_kernel
+from .functional import conv1d, conv2d, conv2d_input, conv2d_weight, conv_transpose2d, corr2d
 from .shapes import (
     book_output_size,
     conv_bytes,
@@ -15,14 +18,16 @@ from .shapes import (
 )
 from .signal import convolve2d, correlate2d
 from .spec import ConvDTypeError, ConvShapeError, ConvSpec, make_spec, make_transpose_spec
+from .toeplitz import conv_matrix
 
 algorithms = _algorithms_pkg.algorithms
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ConvDTypeError", "ConvShapeError", "ConvSpec",
-    "algorithms", "book_output_size", "choose_algorithm", "conv2d", "conv2d_input",
+    "ConvDTypeError", "ConvShapeError", "ConvSpec", "FitResult", "conv_matrix", "fit_kernel", "nn",
+    "filter2d", "filters", "kernels",
+    "algorithms", "book_output_size", "choose_algorithm", "conv1d", "conv2d", "conv2d_input",
     "conv2d_weight", "conv_bytes", "conv_flops", "conv_transpose2d", "convolve2d", "corr2d",
     "correlate2d", "make_spec", "make_transpose_spec", "output_shape", "output_size",
     "receptive_field", "same_padding", "transpose_output_size",

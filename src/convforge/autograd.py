@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import torch
 
-from .algorithms._common import out_size
-
 
 def _conj(t):
     return t.conj() if t.is_complex() else t
@@ -45,9 +43,8 @@ class _Forward(torch.autograd.Function):
     def forward(ctx, x, w, spec, algo):
         ctx.save_for_backward(x, w)
         ctx.spec, ctx.algo = spec, algo
-        n, _, hp, wp = x.shape
         if x.numel() == 0 or w.numel() == 0:
-            return _empty_result((n, w.shape[0]) + out_size(spec, hp, wp), x)
+            return _empty_result((x.shape[0], w.shape[0], spec.out_h, spec.out_w), x)
         return algo.forward(x, w, spec)
 
     @staticmethod

@@ -19,12 +19,13 @@ from .spec import (
     ConvShapeError,
     as_tensor,
     check_dtypes,
+    check_grad_output,
     make_spec,
     make_transpose_spec,
     pad_input,
 )
 
-__all__ = ["conv2d", "conv_transpose2d", "corr2d", "conv2d_input", "conv2d_weight"]
+__all__ = ["conv1d", "conv2d", "conv_transpose2d", "corr2d", "conv2d_input", "conv2d_weight"]
 
 
 def _prepare(func, input, weight, bias):
@@ -83,14 +84,82 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
                   [37., 43.]]]])
     """
     x, w, b, from_numpy = _prepare("conv2d", input, weight, bias)
-    spec = make_spec("conv2d", x.shape, w.shape, bias=b, stride=stride, padding=padding,
+    out = _conv("conv2d", x, w, b, stride, padding, dilation, groups, padding_mode, algorithm)
+    return out.detach().numpy() if from_numpy else out
+
+
+def _conv(func, x, w, b, stride, padding, dilation, groups, padding_mode, algorithm):
+    """The one forward path: spec, padding, algorithm, bias, dtype (tensors in and out)."""
+    spec = make_spec(func, x.shape, w.shape, bias=b, stride=stride, padding=padding,
                      dilation=dilation, groups=groups, padding_mode=padding_mode)
     ct = _compute_dtype(x.dtype)
-    algo = resolve("conv2d", algorithm, spec, ct, x.device)
+    train = torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)
+    algo = resolve(func, algorithm, spec, ct, x.device, train=train)
     xb = x if spec.batched else x.unsqueeze(0)
-    xp = pad_input(xb.to(ct), spec.padding, spec.padding_mode)   # (N, C_in, Hp, Wp)
-    out = conv_forward(xp, w.to(ct), spec, algo)                  # (N, C_out, oH, oW)
-    return _finish(out, b, x.dtype, spec.batched, from_numpy)
+    xin, aspec = _algorithm_view(xb.to(ct), spec, algo, spec.padding_mode)
+    out = conv_forward(xin, w.to(ct), aspec, algo)                # (N, C_out, oH, oW)
+    return _finish(out, b, x.dtype, spec.batched, False)
+
+
+def _fuses_padding(spec, algo, mode):
+    return algo.fused_zero_padding and (mode == "zeros" or not spec.is_padded)
+
+
+def _algorithm_view(x, spec, algo, mode):
+    """The input and spec an algorithm receives: padded here, unless it pads zeros itself."""
+    if _fuses_padding(spec, algo, mode):
+        return x, spec
+    return pad_input(x, spec.padding, mode), spec.after_padding()  # (N, C_in, Hp, Wp)
+
+
+def _one(func, name, value, minimum):
+    """A 1D argument: an int or a 1-tuple, at least ``minimum``."""
+    if isinstance(value, (tuple, list)) and len(value) == 1:
+        value = value[0]
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{func}: {name} must be an int or a 1-tuple of ints, but got {value!r}")
+    if value < minimum:
+        rule = "positive" if minimum == 1 else "non-negative"
+        raise ValueError(f"{func}: {name} must be {rule}, but got {value!r}")
+    return value
+
+
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
+           padding_mode="zeros", algorithm="auto"):
+    """1D cross-correlation with torch's ``F.conv1d`` semantics (a 2D one of height 1).
+
+    Args:
+        input: ``(N, C_in, L)`` or ``(C_in, L)``.
+        weight: ``(C_out, C_in / groups, k)``.
+        padding: int, ``(left, right)``, ``"valid"`` or ``"same"`` (also strided).
+        Others as in :func:`conv2d`.
+
+    Returns:
+        ``(N, C_out, oL)`` with ``oL = floor((L + left + right - d (k - 1) - 1) / s) + 1``.
+
+    Example:
+        >>> conv1d(torch.tensor([[[1., 2., 3., 4.]]]), torch.tensor([[[1., -1.]]]))
+        tensor([[[-1., -1., -1.]]])
+    """
+    x, w, b, from_numpy = _prepare("conv1d", input, weight, bias)
+    if x.dim() not in (2, 3):
+        raise ConvShapeError(
+            f"conv1d: input must be 2D (C, L) or 3D (N, C, L), but got shape {tuple(x.shape)}")
+    if w.dim() != 3:
+        raise ConvShapeError(
+            f"conv1d: weight must be 3D (out_channels, in_channels/groups, k), "
+            f"but got shape {tuple(w.shape)}")
+    if isinstance(padding, str):
+        padding2d = padding
+    elif isinstance(padding, (tuple, list)) and len(padding) == 2:
+        padding2d = ((0, 0), tuple(_one("conv1d", "padding", p, 0) for p in padding))
+    else:
+        padding2d = (0, _one("conv1d", "padding", padding, 0))
+    out = _conv("conv1d", x.unsqueeze(-2), w.unsqueeze(-2), b,
+                (1, _one("conv1d", "stride", stride, 1)), padding2d,
+                (1, _one("conv1d", "dilation", dilation, 1)), groups, padding_mode, algorithm)
+    out = out.squeeze(-2)                                         # (N, C_out, oL)
+    return out.detach().numpy() if from_numpy else out
 
 
 def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0,
@@ -146,16 +215,16 @@ def conv2d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=
     check_dtypes("conv2d_input", g, w)
     spec = make_spec("conv2d_input", tuple(input_size), w.shape, stride=stride,
                      padding=padding, dilation=dilation, groups=groups)
-    if tuple(g.shape[-2:]) != (spec.out_h, spec.out_w) or g.shape[-3] != spec.c_out:
-        raise ConvShapeError(
-            f"conv2d_input: grad_output must have shape {spec.output_shape[-3:]} per sample, "
-            f"but got {tuple(g.shape)}")
+    check_grad_output(spec, g.shape)
     ct = _compute_dtype(g.dtype)
     algo = resolve("conv2d_input", algorithm, spec, ct, g.device)
     gb = g if spec.batched else g.unsqueeze(0)
-    gx = conv_grad_input(gb.to(ct), w.to(ct), spec, algo, spec.padded_shape)
-    top, _, left, _ = spec.padding
-    gx = gx[..., top:top + spec.h, left:left + spec.w]
+    if _fuses_padding(spec, algo, "zeros"):
+        gx = conv_grad_input(gb.to(ct), w.to(ct), spec, algo, (spec.n, spec.c_in, spec.h, spec.w))
+    else:
+        gx = conv_grad_input(gb.to(ct), w.to(ct), spec.after_padding(), algo, spec.padded_shape)
+        top, _, left, _ = spec.padding
+        gx = gx[..., top:top + spec.h, left:left + spec.w]
     return _finish(gx, None, g.dtype, spec.batched, from_numpy)
 
 
@@ -173,15 +242,12 @@ def conv2d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation
     check_dtypes("conv2d_weight", x, g)
     spec = make_spec("conv2d_weight", x.shape, tuple(weight_size), stride=stride,
                      padding=padding, dilation=dilation, groups=groups)
-    if tuple(g.shape[-2:]) != (spec.out_h, spec.out_w) or g.shape[-3] != spec.c_out:
-        raise ConvShapeError(
-            f"conv2d_weight: grad_output must have shape {spec.output_shape[-3:]} per sample, "
-            f"but got {tuple(g.shape)}")
+    check_grad_output(spec, g.shape)
     ct = _compute_dtype(x.dtype)
     algo = resolve("conv2d_weight", algorithm, spec, ct, x.device)
     xb, gb = (x, g) if spec.batched else (x.unsqueeze(0), g.unsqueeze(0))
-    xp = pad_input(xb.to(ct), spec.padding, "zeros")
-    gw = conv_grad_weight(xp, gb.to(ct), spec, algo, spec.weight_shape)
+    xin, aspec = _algorithm_view(xb.to(ct), spec, algo, "zeros")
+    gw = conv_grad_weight(xin, gb.to(ct), aspec, algo, spec.weight_shape)
     gw = gw.to(x.dtype)
     return gw.detach().numpy() if from_numpy else gw
 

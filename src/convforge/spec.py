@@ -13,7 +13,7 @@ raises as ``RuntimeError`` at run time (shape and dtype mismatches) are raised a
 from __future__ import annotations
 
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -92,6 +92,10 @@ class ConvSpec:
     @property
     def is_padded(self) -> bool:
         return any(self.padding)
+
+    def after_padding(self) -> ConvSpec:
+        """The same convolution seen from the padded input: padding applied, none left."""
+        return replace(self, h=self.padded_h, w=self.padded_w, padding=(0, 0, 0, 0))
 
     def flops(self) -> int:
         """Real multiply-adds x 2 of the forward pass."""
@@ -256,6 +260,15 @@ def make_spec(func, input_shape, weight_shape, *, bias=None, stride=1, padding=0
             f"kernel ({kh}, {kw}), dilation {dilation}, padding {pads}")
     _check_pad_width(func, padding_mode, pads, h, w)
     return spec
+
+
+def check_grad_output(spec: ConvSpec, shape) -> None:
+    """A gradient of the output has exactly the output's shape (batched or not)."""
+    expected = spec.output_shape if spec.batched else spec.output_shape[1:]
+    if tuple(shape) != expected:
+        raise ConvShapeError(
+            f"{spec.func}: grad_output must have the convolution's output shape {expected}, "
+            f"but got {tuple(shape)}")
 
 
 def _check_pad_width(func, mode, pads, h, w):

@@ -8,17 +8,20 @@ An algorithm is a module with::
     grad_weight(x, grad_out, spec, w_shape)       # as torch.nn.grad.conv2d_weight
     cost(spec, dtype, device) -> float            # estimated seconds, for dispatch
 
-``x`` is the already padded input ``(N, C_in, Hp, Wp)``; only ``spec.stride``,
-``spec.dilation`` and ``spec.groups`` matter to an algorithm. Tensors may be
-non-contiguous (channels_last, slices) and complex. A new algorithm is one module and
+``x`` is the input ``(N, C_in, spec.h, spec.w)``. Its padding has already been applied
+and ``spec.padding`` is zero, unless the module sets ``FUSED_ZERO_PADDING = True``: such an
+algorithm is also handed zero-padded convolutions with ``spec.padding`` still to apply
+(per side, zeros), and its ``grad_input`` returns the gradient of the unpadded input.
+Everything else an algorithm reads is ``spec.stride``, ``spec.dilation``, ``spec.groups``.
+Tensors may be non-contiguous (channels_last, slices) and complex. A new algorithm is one module and
 one line in ``_MODULES``; it then joins every parity test and benchmark by itself.
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 # name -> (module, may "auto" choose it?)
 _MODULES = {
@@ -26,6 +29,9 @@ _MODULES = {
     "torch": ("torch_native", False),   # torch's own kernels, a baseline for comparison
     "shift": ("shift", True),
     "im2col": ("im2col", True),
+    "winograd": ("winograd", True),
+    "direct": ("direct", True),
+    "fft": ("fft", True),
 }
 
 
@@ -38,12 +44,13 @@ class Algorithm:
     grad_input: Callable
     grad_weight: Callable
     cost: Callable
+    fused_zero_padding: bool = False
 
 
 def _load(name: str, module: str, auto: bool) -> Algorithm:
     mod = importlib.import_module(f"{__name__}.{module}")
     return Algorithm(name, auto, mod.supports, mod.forward, mod.grad_input, mod.grad_weight,
-                     mod.cost)
+                     mod.cost, getattr(mod, "FUSED_ZERO_PADDING", False))
 
 
 REGISTRY: dict[str, Algorithm] = {

@@ -2,73 +2,164 @@
 
 The padded input is viewed (no copy) as ``(N, C, kH, kW, oH, oW)`` windows with
 ``as_strided``; one reshape lays them out as columns ``(N, G, Cg*kH*kW, oH*oW)`` and the
-convolution becomes the batched matrix product ``W (G, Og, Cg*kH*kW) @ columns``.
-Backward passes are the two transposed products; the input gradient folds the columns
-back (col2im) with one strided add per kernel tap. 1x1 stride-1 layers need no copy.
+convolution becomes the batched matrix product ``W (G, Og, Cg*kH*kW) @ columns``. Samples
+are processed in chunks so that the columns stay within ``_CHUNK_BYTES`` (memory and
+cache), and each chunk's product is written straight into the output.
+
+Layouts:
+
+* 1x1 layers need no columns: a strided slice of the input is already the matrix. With
+  a channels_last input the whole layer is one GEMM ``(N*oH*oW, C_in) @ (C_in, C_out)``
+  and the output is channels_last, as torch's; otherwise a batched GEMM per sample.
+* channels_last columns ``(N*oH*oW, kH*kW*C_in)`` are used for channels_last inputs and
+  for few-channel strided layers (the 7x7 stride-2 stem, C_in = 3): their gather copies
+  contiguous runs of kW*C_in values instead of single strided floats.
+
+Backward passes are the two transposed products. The weight gradient is one GEMM per
+chunk over all its samples' positions, ``(G, Og, n*L) @ (G, n*L, K)``, accumulated in
+place (no per-sample weight copies). The input gradient folds the column gradient back
+with torch's col2im (``F.fold``); complex tensors, which fold does not take on every
+backend, use one strided add per kernel tap.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from ._common import out_size, tap_slices
+
+#: upper bound on the columns materialised at once (bytes)
+_CHUNK_BYTES = 16 << 20
 
 
 def supports(spec, dtype, device):
     return None
 
 
-def _columns(x, spec, oh, ow):
-    n, c, hp, wp = x.shape
-    g, kh, kw = spec.groups, spec.kh, spec.kw
-    if kh == kw == 1 and spec.stride == (1, 1):
-        return x.reshape(n, g, c // g, hp * wp)                  # (N, G, Cg, L)
-    x = x.resolve_conj()
+def _chunk(n, per_sample_elems, itemsize):
+    return max(1, min(n, _CHUNK_BYTES // max(1, per_sample_elems * itemsize)))
+
+
+def _windows(x, spec, oh, ow):
+    """Zero-copy view ``(N, C, kH, kW, oH, oW)`` of every kernel window."""
     sn, sc, sh, sw = x.stride()
     (s1, s2), (d1, d2) = spec.stride, spec.dilation
-    win = x.as_strided((n, c, kh, kw, oh, ow),
-                       (sn, sc, sh * d1, sw * d2, sh * s1, sw * s2), x.storage_offset())
-    return win.reshape(n, g, (c // g) * kh * kw, oh * ow)        # (N, G, Cg*kH*kW, L)
+    n, c = x.shape[:2]
+    return x.as_strided((n, c, spec.kh, spec.kw, oh, ow),
+                        (sn, sc, sh * d1, sw * d2, sh * s1, sw * s2), x.storage_offset())
+
+
+def _is_pointwise(spec):
+    return spec.kh == spec.kw == 1
+
+
+def _channels_last_columns(x, spec):
+    """Use (N*L, kH*kW*C) columns: channels_last input, or a few-channel strided stem."""
+    if spec.groups != 1 or x.is_complex():
+        return False
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return True
+    return spec.c_in <= 4 and spec.stride != (1, 1) and spec.kh * spec.kw >= 9
 
 
 def forward(x, w, spec):
-    n, _, hp, wp = x.shape
-    c_out = w.shape[0]
-    g = spec.groups
+    x, w = x.resolve_conj(), w.resolve_conj()
+    n, c_in, hp, wp = x.shape
+    c_out, g = w.shape[0], spec.groups
     oh, ow = out_size(spec, hp, wp)
-    cols = _columns(x, spec, oh, ow)
+    if _channels_last_columns(x, spec):
+        return _forward_nhwc(x, w, spec, oh, ow)
     wm = w.reshape(g, c_out // g, -1)                             # (G, Og, K)
-    return torch.matmul(wm, cols).reshape(n, c_out, oh, ow)       # (N, C_out, oH, oW)
+    if _is_pointwise(spec):
+        (s1, s2) = spec.stride
+        xs = x[..., :s1 * (oh - 1) + 1:s1, :s2 * (ow - 1) + 1:s2]  # (N, C, oH, oW)
+        return torch.matmul(wm, xs.reshape(n, g, c_in // g, oh * ow)).view(n, c_out, oh, ow)
+    win = _windows(x, spec, oh, ow)                               # (N, C, kH, kW, oH, oW)
+    k = wm.shape[-1]
+    out = x.new_empty((n, g, c_out // g, oh * ow))
+    step = _chunk(n, c_in * spec.kh * spec.kw * oh * ow, x.element_size())
+    for n0 in range(0, n, step):
+        cols = win[n0:n0 + step].reshape(-1, g, k, oh * ow)       # (n, G, K, L)
+        torch.matmul(wm, cols, out=out[n0:n0 + step])             # (n, G, Og, L)
+    return out.view(n, c_out, oh, ow)
+
+
+def _forward_nhwc(x, w, spec, oh, ow):
+    n, c_in = x.shape[:2]
+    c_out = w.shape[0]
+    wt = w.permute(0, 2, 3, 1).reshape(c_out, -1).t()             # (kH*kW*C, C_out)
+    xl = x.contiguous(memory_format=torch.channels_last)
+    out = x.new_empty((n, oh, ow, c_out))                         # channels_last storage
+    if _is_pointwise(spec):
+        (s1, s2) = spec.stride
+        xs = xl.permute(0, 2, 3, 1)[:, :s1 * (oh - 1) + 1:s1, :s2 * (ow - 1) + 1:s2]
+        torch.mm(xs.reshape(-1, c_in), wt, out=out.view(-1, c_out))
+        return out.permute(0, 3, 1, 2)                            # (N, C_out, oH, oW)
+    win = _windows(xl, spec, oh, ow).permute(0, 4, 5, 2, 3, 1)   # (N, oH, oW, kH, kW, C)
+    step = _chunk(n, c_in * spec.kh * spec.kw * oh * ow, x.element_size())
+    for n0 in range(0, n, step):
+        cols = win[n0:n0 + step].reshape(-1, wt.shape[0])         # (n*L, kH*kW*C)
+        torch.mm(cols, wt, out=out[n0:n0 + step].view(-1, c_out))
+    return out.permute(0, 3, 1, 2)                                # (N, C_out, oH, oW)
 
 
 def grad_weight(x, grad_out, spec, w_shape):
+    x, grad_out = x.resolve_conj(), grad_out.resolve_conj()
     n, c_out, oh, ow = grad_out.shape
-    g = spec.groups
-    cols = _columns(x, spec, oh, ow)                              # (N, G, K, L)
-    gy = grad_out.reshape(n, g, c_out // g, oh * ow)              # (N, G, Og, L)
-    gw = torch.matmul(gy, cols.transpose(-1, -2)).sum(0)          # (G, Og, K)
+    c_in, g = x.shape[1], spec.groups
+    k = (c_in // g) * spec.kh * spec.kw
+    win = _windows(x, spec, oh, ow).permute(1, 2, 3, 0, 4, 5)    # (C, kH, kW, N, oH, oW)
+    gy = grad_out.permute(1, 0, 2, 3)                             # (C_out, N, oH, oW)
+    gw = grad_out.new_zeros((g, c_out // g, k))
+    step = _chunk(n, c_in * spec.kh * spec.kw * oh * ow, x.element_size())
+    for n0 in range(0, n, step):
+        cols = win[:, :, :, n0:n0 + step].reshape(g, k, -1)       # (G, K, n*L)
+        gyc = gy[:, n0:n0 + step].reshape(g, c_out // g, -1)      # (G, Og, n*L)
+        gw.baddbmm_(gyc, cols.transpose(1, 2))                    # (G, Og, K)
     return gw.reshape(w_shape)
 
 
 def grad_input(grad_out, w, spec, x_shape):
+    grad_out, w = grad_out.resolve_conj(), w.resolve_conj()
     n, c_in, hp, wp = x_shape
     c_out, cg, kh, kw = w.shape
     g = spec.groups
     oh, ow = grad_out.shape[-2:]
+    wt = w.reshape(g, c_out // g, cg * kh * kw).transpose(1, 2)   # (G, K, Og)
     gy = grad_out.reshape(n, g, c_out // g, oh * ow)              # (N, G, Og, L)
-    wm = w.reshape(g, c_out // g, cg * kh * kw)                   # (G, Og, K)
-    dcols = torch.matmul(wm.transpose(-1, -2), gy)                # (N, G, K, L)
-    dcols = dcols.reshape(n, c_in, kh, kw, oh, ow)
-    if kh == kw == 1 and spec.stride == (1, 1):
-        return dcols.reshape(x_shape)
-    gx = grad_out.new_zeros(tuple(x_shape))
-    for i in range(kh):
-        for j in range(kw):
+    if _is_pointwise(spec) and spec.stride == (1, 1):
+        return torch.matmul(wt, gy).view(x_shape)                 # (N, C_in, Hp, Wp)
+    gx = grad_out.new_empty(tuple(x_shape))
+    step = _chunk(n, c_in * kh * kw * oh * ow, grad_out.element_size())
+    for n0 in range(0, n, step):
+        dcols = torch.matmul(wt, gy[n0:n0 + step])                # (n, G, K, L)
+        gx[n0:n0 + step] = _col2im(dcols.reshape(-1, c_in * kh * kw, oh * ow), spec,
+                                   (hp, wp), (oh, ow))
+    return gx
+
+
+def _col2im(dcols, spec, size, out_hw):
+    """Sum the column gradient ``(n, C*kH*kW, L)`` back into ``(n, C, Hp, Wp)``."""
+    if not dcols.is_complex():
+        return F.fold(dcols, size, (spec.kh, spec.kw), dilation=spec.dilation,
+                      stride=spec.stride)
+    n, ckk, _ = dcols.shape
+    oh, ow = out_hw
+    c = ckk // (spec.kh * spec.kw)
+    d = dcols.view(n, c, spec.kh, spec.kw, oh, ow)
+    gx = dcols.new_zeros((n, c) + tuple(size))
+    for i in range(spec.kh):
+        for j in range(spec.kw):
             rows, cols = tap_slices(spec, i, j, oh, ow)
-            gx[..., rows, cols] += dcols[:, :, i, j]
+            gx[..., rows, cols] += d[:, :, i, j]
     return gx
 
 
 def cost(spec, dtype, device):
-    cols_bytes = spec.n * spec.c_in * spec.kh * spec.kw * spec.out_h * spec.out_w * 4
-    return spec.flops() / 150e9 + cols_bytes / 5e9 + 2e-5
+    """Estimated seconds: GEMM flops plus moving the columns (forward pass)."""
+    if _is_pointwise(spec):
+        cols_bytes = spec.n * spec.c_in * spec.out_h * spec.out_w * 4
+    else:
+        cols_bytes = spec.n * spec.c_in * spec.kh * spec.kw * spec.out_h * spec.out_w * 4 * 2
+    return spec.flops() / 150e9 + cols_bytes / 8e9 + 2e-5

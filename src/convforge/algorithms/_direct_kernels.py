@@ -1,0 +1,373 @@
+"""The compiled Numba loops of the ``direct`` algorithm (see ``direct.py`` for the design).
+
+Every array argument is a C-contiguous NumPy array; every loop writes its output in place.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+_FM_FWD = {"contract"}                  # forward sums: fused multiply-add only
+_FM_DOT = {"reassoc", "contract"}       # dot products: reassociation to vectorise
+
+
+@njit(cache=True, fastmath=_FM_FWD)
+def _taps8(o, a, base, offs, wts, t, length, first):
+    """o[x] (+)= sum of 8 taps wts[t+u] * a[base + offs[t+u] + x], one contiguous pass."""
+    w0, w1, w2, w3 = wts[t], wts[t + 1], wts[t + 2], wts[t + 3]
+    w4, w5, w6, w7 = wts[t + 4], wts[t + 5], wts[t + 6], wts[t + 7]
+    p0, p1 = a[base + offs[t]:], a[base + offs[t + 1]:]
+    p2, p3 = a[base + offs[t + 2]:], a[base + offs[t + 3]:]
+    p4, p5 = a[base + offs[t + 4]:], a[base + offs[t + 5]:]
+    p6, p7 = a[base + offs[t + 6]:], a[base + offs[t + 7]:]
+    if first:
+        for x in range(length):
+            o[x] = ((w0 * p0[x] + w1 * p1[x] + w2 * p2[x] + w3 * p3[x])
+                    + (w4 * p4[x] + w5 * p5[x] + w6 * p6[x] + w7 * p7[x]))
+    else:
+        for x in range(length):
+            o[x] += ((w0 * p0[x] + w1 * p1[x] + w2 * p2[x] + w3 * p3[x])
+                     + (w4 * p4[x] + w5 * p5[x] + w6 * p6[x] + w7 * p7[x]))
+
+
+@njit(cache=True, fastmath=_FM_FWD)
+def _taps4(o, a, base, offs, wts, t, length, first):
+    w0, w1, w2, w3 = wts[t], wts[t + 1], wts[t + 2], wts[t + 3]
+    p0, p1 = a[base + offs[t]:], a[base + offs[t + 1]:]
+    p2, p3 = a[base + offs[t + 2]:], a[base + offs[t + 3]:]
+    if first:
+        for x in range(length):
+            o[x] = w0 * p0[x] + w1 * p1[x] + w2 * p2[x] + w3 * p3[x]
+    else:
+        for x in range(length):
+            o[x] += w0 * p0[x] + w1 * p1[x] + w2 * p2[x] + w3 * p3[x]
+
+
+@njit(cache=True, fastmath=_FM_FWD)
+def _taps1(o, a, base, offs, wts, t, length, first):
+    w0 = wts[t]
+    p0 = a[base + offs[t]:]
+    if first:
+        for x in range(length):
+            o[x] = w0 * p0[x]
+    else:
+        for x in range(length):
+            o[x] += w0 * p0[x]
+
+
+@njit(cache=True, fastmath=_FM_FWD)
+def _correlate_run(o, a, base, offs, wts, length, first):
+    """o[x] (+)= sum_t wts[t] * a[base + offs[t] + x] for x < length (stride 1)."""
+    nt = offs.shape[0]
+    t = 0
+    while t < nt:
+        if nt - t >= 8:
+            _taps8(o, a, base, offs, wts, t, length, first and t == 0)
+            t += 8
+        elif nt - t >= 4:
+            _taps4(o, a, base, offs, wts, t, length, first and t == 0)
+            t += 4
+        else:
+            _taps1(o, a, base, offs, wts, t, length, first and t == 0)
+            t += 1
+
+
+@njit(cache=True, fastmath=_FM_FWD)
+def _correlate_strided(o, a, base, offs, wts, length, step):
+    """o[x] += sum_t wts[t] * a[base + offs[t] + x * step], four taps per pass."""
+    nt = offs.shape[0]
+    for t in range(0, nt - 3, 4):
+        w0, w1, w2, w3 = wts[t], wts[t + 1], wts[t + 2], wts[t + 3]
+        p0, p1 = a[base + offs[t]:], a[base + offs[t + 1]:]
+        p2, p3 = a[base + offs[t + 2]:], a[base + offs[t + 3]:]
+        for x in range(length):
+            k = x * step
+            o[x] += w0 * p0[k] + w1 * p1[k] + w2 * p2[k] + w3 * p3[k]
+    for t in range(nt - nt % 4, nt):
+        w0 = wts[t]
+        p0 = a[base + offs[t]:]
+        for x in range(length):
+            o[x] += w0 * p0[x * step]
+
+
+@njit(cache=True)
+def _tap_offsets(kh, kw, dh, dw, wp):
+    offs = np.empty(kh * kw, np.int64)
+    for i in range(kh):
+        for j in range(kw):
+            offs[i * kw + j] = i * dh * wp + j * dw
+    return offs
+
+
+@njit(parallel=True, cache=True, fastmath=_FM_FWD)
+def _forward_kernel(x, w, out, sh, sw, dh, dw, groups, rows, flat):
+    """out = valid correlation; tasks are (n, o, block of `rows` output rows).
+
+    flat (stride 1 only): a block is one run over the input's row layout into a scratch
+    buffer (short rows); otherwise every output row is its own run, written in place.
+    """
+    n, c_in, hp, wp = x.shape
+    c_out, cg, kh, kw = w.shape
+    oh, ow = out.shape[2], out.shape[3]
+    og = c_out // groups
+    ntap = kh * kw
+    offs = _tap_offsets(kh, kw, dh, dw, wp)
+    xf = x.reshape((n * c_in, hp * wp))
+    of = out.reshape((n * c_out, oh * ow))
+    wf = w.reshape((c_out, cg * ntap))
+    nblk = (oh + rows - 1) // rows
+    for task in prange(n * c_out * nblk):
+        b = task % nblk
+        p = task // nblk                          # n * C_out + o
+        o = p % c_out
+        first = (p // c_out) * c_in + (o // og) * cg
+        y0 = b * rows
+        y1 = min(oh, y0 + rows)
+        if flat:
+            length = (y1 - y0 - 1) * wp + ow
+            buf = np.empty(length, x.dtype)
+            for c in range(cg):
+                _correlate_run(buf, xf[first + c], y0 * wp, offs,
+                               wf[o, c * ntap:(c + 1) * ntap], length, c == 0)
+            for r in range(y1 - y0):
+                of[p, (y0 + r) * ow:(y0 + r + 1) * ow] = buf[r * wp:r * wp + ow]
+        else:
+            for y in range(y0, y1):
+                row = of[p, y * ow:(y + 1) * ow]
+                if sw > 1:
+                    row[:] = 0
+                for c in range(cg):
+                    wts = wf[o, c * ntap:(c + 1) * ntap]
+                    if sw == 1:
+                        _correlate_run(row, xf[first + c], y * sh * wp, offs, wts, ow, c == 0)
+                    else:
+                        _correlate_strided(row, xf[first + c], y * sh * wp, offs, wts, ow, sw)
+
+
+@njit(cache=True)
+def _fill_block(buf, a, r0, nr, h, wd, wp, top, left):
+    """buf[q * wp + u] = input a (h, wd flattened) zero-padded, at row r0 + q, column u."""
+    lo = min(left, wp)
+    cols = max(0, min(wd, wp - lo))
+    for q in range(nr):
+        r = r0 + q - top
+        dst = buf[q * wp:(q + 1) * wp]
+        if r < 0 or r >= h or cols == 0:
+            dst[:] = 0
+        else:
+            dst[:lo] = 0
+            dst[lo:lo + cols] = a[r * wd:r * wd + cols]
+            dst[lo + cols:] = 0
+
+
+@njit(parallel=True, cache=True, fastmath=_FM_FWD)
+def _forward_padded_kernel(x, w, out, top, left, sh, sw, dh, dw, groups, rows):
+    """out = correlation of x zero-padded by `top` rows and `left` columns (bottom/right
+    follow from out's size), without a padded copy of x.
+
+    Each task (n, o, block of `rows` output rows) copies the padded input rows its block
+    reads, one channel at a time, into a scratch block that stays in cache, then runs the
+    row loop of ``_forward_kernel`` on it: no border cases in the vector loops.
+    """
+    n, c_in, h, wd = x.shape
+    c_out, cg, kh, kw = w.shape
+    oh, ow = out.shape[2], out.shape[3]
+    og = c_out // groups
+    ntap = kh * kw
+    wp = (ow - 1) * sw + (kw - 1) * dw + 1                # padded columns read
+    offs = _tap_offsets(kh, kw, dh, dw, wp)
+    xf = x.reshape((n * c_in, h * wd))
+    of = out.reshape((n * c_out, oh * ow))
+    wf = w.reshape((c_out, cg * ntap))
+    nblk = (oh + rows - 1) // rows
+    for task in prange(n * c_out * nblk):
+        b = task % nblk
+        p = task // nblk                                  # n * C_out + o
+        o = p % c_out
+        first = (p // c_out) * c_in + (o // og) * cg
+        y0 = b * rows
+        y1 = min(oh, y0 + rows)
+        nr = (y1 - y0 - 1) * sh + (kh - 1) * dh + 1       # padded rows the block reads
+        buf = np.empty(nr * wp, x.dtype)
+        for c in range(cg):
+            _fill_block(buf, xf[first + c], y0 * sh, nr, h, wd, wp, top, left)
+            wts = wf[o, c * ntap:(c + 1) * ntap]
+            for y in range(y0, y1):
+                row = of[p, y * ow:(y + 1) * ow]
+                base = (y - y0) * sh * wp
+                if sw == 1:
+                    _correlate_run(row, buf, base, offs, wts, ow, c == 0)
+                else:
+                    if c == 0:
+                        row[:] = 0
+                    _correlate_strided(row, buf, base, offs, wts, ow, sw)
+
+
+@njit(parallel=True, cache=True, fastmath=_FM_FWD)
+def _forward_border_kernel(x, w, out, top, left, dh, dw, groups, rows):
+    """As ``_forward_padded_kernel`` for stride 1, reading x in place (small kernels).
+
+    Per output row only the tap rows inside x take part; their columns are cut to where
+    every tap lies inside x (the vector loop of ``_correlate_run``); the few border
+    columns on either side are summed tap by tap with bounds checks.
+    """
+    n, c_in, h, wd = x.shape
+    c_out, cg, kh, kw = w.shape
+    oh, ow = out.shape[2], out.shape[3]
+    og = c_out // groups
+    ntap = kh * kw
+    xf = x.reshape((n * c_in, h * wd))
+    of = out.reshape((n * c_out, oh * ow))
+    wf = w.reshape((c_out, cg * ntap))
+    x_lo = min(left, ow)                                  # interior: all taps inside x
+    x_hi = max(x_lo, min(ow, wd + left - (kw - 1) * dw))
+    nblk = (oh + rows - 1) // rows
+    for task in prange(n * c_out * nblk):
+        b = task % nblk
+        p = task // nblk                                  # n * C_out + o
+        o = p % c_out
+        first = (p // c_out) * c_in + (o // og) * cg
+        offs = np.empty(ntap, np.int64)
+        wts = np.empty(ntap, x.dtype)
+        for y in range(b * rows, min(oh, b * rows + rows)):
+            row = of[p, y * ow:(y + 1) * ow]
+            i_lo = (top - y + dh - 1) // dh if top > y else 0     # tap rows inside x
+            i_hi = min(kh, (h - 1 + top - y) // dh + 1) if h - 1 + top - y >= 0 else 0
+            started = False
+            for c in range(cg):
+                nt = 0
+                for i in range(i_lo, i_hi):
+                    for j in range(kw):
+                        offs[nt] = (y + i * dh - top) * wd + j * dw - left
+                        wts[nt] = wf[o, c * ntap + i * kw + j]
+                        nt += 1
+                if nt > 0 and x_hi > x_lo:
+                    _correlate_run(row[x_lo:x_hi], xf[first + c], x_lo, offs[:nt], wts[:nt],
+                                   x_hi - x_lo, not started)
+                    started = True
+            if not started:
+                row[x_lo:x_hi] = 0
+            for k in range(x_lo + ow - x_hi):             # border columns, tap by tap
+                xx = k if k < x_lo else x_hi + k - x_lo
+                s = 0.0                                   # float64 sum of few taps
+                for c in range(cg):
+                    a = xf[first + c]
+                    for i in range(i_lo, i_hi):
+                        r = (y + i * dh - top) * wd
+                        for j in range(kw):
+                            col = xx + j * dw - left
+                            if 0 <= col < wd:
+                                s += wf[o, c * ntap + i * kw + j] * a[r + col]
+                row[xx] = s
+
+
+@njit(cache=True, fastmath=_FM_DOT)
+def _dots(acc, g, a, base, offs, length, step):
+    """acc[t] += sum_x g[x] * a[base + offs[t] + x * step]; 8 (then 4, 1) taps per pass."""
+    nt = offs.shape[0]
+    t = 0
+    while nt - t >= 8 and step == 1:
+        p0, p1 = a[base + offs[t]:], a[base + offs[t + 1]:]
+        p2, p3 = a[base + offs[t + 2]:], a[base + offs[t + 3]:]
+        p4, p5 = a[base + offs[t + 4]:], a[base + offs[t + 5]:]
+        p6, p7 = a[base + offs[t + 6]:], a[base + offs[t + 7]:]
+        s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = g[0] * 0
+        for x in range(length):
+            gx = g[x]
+            s0 += gx * p0[x]
+            s1 += gx * p1[x]
+            s2 += gx * p2[x]
+            s3 += gx * p3[x]
+            s4 += gx * p4[x]
+            s5 += gx * p5[x]
+            s6 += gx * p6[x]
+            s7 += gx * p7[x]
+        acc[t] += s0
+        acc[t + 1] += s1
+        acc[t + 2] += s2
+        acc[t + 3] += s3
+        acc[t + 4] += s4
+        acc[t + 5] += s5
+        acc[t + 6] += s6
+        acc[t + 7] += s7
+        t += 8
+    while nt - t >= 4:
+        p0, p1 = a[base + offs[t]:], a[base + offs[t + 1]:]
+        p2, p3 = a[base + offs[t + 2]:], a[base + offs[t + 3]:]
+        s0 = s1 = s2 = s3 = g[0] * 0
+        for x in range(length):
+            gx = g[x]
+            k = x * step
+            s0 += gx * p0[k]
+            s1 += gx * p1[k]
+            s2 += gx * p2[k]
+            s3 += gx * p3[k]
+        acc[t] += s0
+        acc[t + 1] += s1
+        acc[t + 2] += s2
+        acc[t + 3] += s3
+        t += 4
+    while t < nt:
+        p0 = a[base + offs[t]:]
+        s0 = g[0] * 0
+        for x in range(length):
+            s0 += g[x] * p0[x * step]
+        acc[t] += s0
+        t += 1
+
+
+@njit(parallel=True, cache=True)
+def _spread_kernel(g, out, oy, ox, sh, sw):
+    """out = zeros with g[y, x] placed at (oy + y sH, ox + x sW); places outside are dropped.
+
+    (oy, ox) may be negative: the window of a larger zero-inserted, zero-padded gradient.
+    """
+    planes, oh, ow = g.shape
+    hh, ww = out.shape[1], out.shape[2]
+    for p in prange(planes):
+        dst = out[p]
+        dst[:, :] = 0
+        for y in range(oh):
+            r = oy + y * sh
+            if r < 0 or r >= hh:
+                continue
+            row = dst[r]
+            for x in range(ow):
+                c = ox + x * sw
+                if 0 <= c < ww:
+                    row[c] = g[p, y, x]
+
+
+@njit(parallel=True, cache=True, fastmath=_FM_DOT)
+def _grad_weight_kernel(x, g, partial, kh, kw, sh, sw, dh, dw, groups, rows, flat):
+    n, c_in, hp, wp = x.shape
+    c_out, oh, ow = g.shape[1], g.shape[2], g.shape[3]
+    npair, nchunk, ntap = partial.shape
+    cg = npair // c_out
+    og = c_out // groups
+    offs = _tap_offsets(kh, kw, dh, dw, wp)
+    xf = x.reshape((n * c_in, hp * wp))
+    gf = g.reshape((n * c_out, oh * ow))
+    nblk = (oh + rows - 1) // rows
+    units = n * nblk
+    for task in prange(npair * nchunk):
+        pair = task // nchunk
+        chunk = task % nchunk
+        o = pair // cg
+        c = (o // og) * cg + pair % cg
+        acc = partial[pair, chunk]
+        gbuf = np.zeros(rows * wp if flat else 1, x.dtype)
+        for u in range(chunk * units // nchunk, (chunk + 1) * units // nchunk):
+            ni = u // nblk
+            y0 = (u % nblk) * rows
+            y1 = min(oh, y0 + rows)
+            grow = gf[ni * c_out + o]
+            a = xf[ni * c_in + c]
+            if flat:
+                for r in range(y1 - y0):          # g rows laid out wp apart, zero tails
+                    gbuf[r * wp:r * wp + ow] = grow[(y0 + r) * ow:(y0 + r + 1) * ow]
+                _dots(acc, gbuf, a, y0 * wp, offs, (y1 - y0 - 1) * wp + ow, 1)
+            else:
+                for y in range(y0, y1):
+                    _dots(acc, grow[y * ow:(y + 1) * ow], a, y * sh * wp, offs, ow, sw)

@@ -1,0 +1,248 @@
+"""FFT convolution: real FFTs, channel mixing per frequency, overlap-save tiles.
+
+By the convolution theorem a *valid* cross-correlation of a padded input of length ``Hp``
+with a kernel of length ``K`` is ``irfft(rfft(x) * conj(rfft(w)))`` at any FFT length
+``L >= Hp``: the circular wrap-around only touches the ``K - 1`` outputs past the valid
+ones, which are dropped. ``L`` is rounded up to a 7-smooth length (:func:`next_fast_len`).
+
+* **Channels and groups.** Per frequency the layer is a small matrix product
+  ``Y[n, o] = sum_c X[n, c] conj(W[o, c])`` within each group; it runs as one batched
+  complex product (``einsum``, frequencies and groups as batch dimensions), or as a
+  broadcast product when a group has one input channel (images, depthwise layers).
+* **Large inputs (overlap-save).** When the input is much larger than the kernel, the
+  output is cut into tiles of ``T = L - K + 1`` rows/columns; each tile's input window of
+  ``L`` samples (overlapping its neighbours by ``K - 1``) becomes one more batch entry and
+  one small FFT. ``L`` per axis minimises a ``tiles * L * (log2 L + c)`` model.
+* **Stride** is applied by computing the stride-1 output and subsampling it (frequency
+  folding, which would save the inverse transform's extra work, is not done).
+  **Dilation** is handled by a zero-dilated kernel.
+* **Backward.** ``grad_input`` is the *full* convolution of the stride-zero-inserted
+  ``grad_out`` with the kernel: the same valid correlation, run on ``grad_out`` padded by
+  ``K - 1`` with the flipped kernel (in/out channels swapped per group), so it tiles too.
+  ``grad_weight[o, c] = sum_n corr(x[n, c], g[n, o])``: per frequency
+  ``sum_n conj(G[n, o]) X[n, c]``, a batched product over the batch (and tile) index.
+
+Torch ops only, so it runs on any device; float32 is transformed in float32. Error against
+the float64 result (max |error| / max |output|, 15x15 and 31x31 kernels, images up to 600^2,
+depthwise and 16->32 channel layers): 2-3e-7 in float32 (torch's float32 conv2d: 0.6-1.2e-6)
+and ~2e-15 in float64; tests/test_fft.py checks float32 < 1e-5 against the reference.
+Complex inputs are not supported (``supports`` says so).
+
+Example:
+    >>> import convforge
+    >>> x = torch.arange(16.).reshape(1, 1, 4, 4)
+    >>> convforge.conv2d(x, torch.ones(1, 1, 2, 2), algorithm="fft").round().tolist()
+    [[[[10.0, 14.0, 18.0], [26.0, 30.0, 34.0], [42.0, 46.0, 50.0]]]]
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+import torch.nn.functional as F
+
+# ---- cost model constants (seconds), for dispatch; benchmarks recalibrate them. Measured
+# on the 2-core AVX-512 development machine, float32, with time.process_time() on one
+# thread (the machine was shared) and scaled by ~1.8 for two threads: batched real 2D FFTs
+# cost ~3.2e-10 s per sample per log2(L*L) on one thread (2048x2048 image, 31x31 kernel,
+# 49 tiles of 324^2: 55 ms); the complex channel mixing of a 16->32-channel layer runs at
+# ~4 GFLOP/s on one thread (8 real flops per complex multiply-add); ~160 us per call on a
+# tiny input (a dozen torch ops).
+_SECONDS_PER_FFT_POINT_LOG = 1.8e-10
+_SECONDS_PER_MIX_FLOP = 1 / 8e9
+_OVERHEAD = 1.6e-4
+_GPU_SPEEDUP = 50.0        # a rough factor for CUDA devices (not measured here: no GPU)
+
+# tile choice: per-sample cost of the tiling copies and mixing, in log2 units, and the
+# smallest tile (batches of tiny FFTs are slow: 2048^2 with 15x15 measured 47/42/37/41 ms
+# for L = 64/96/128/256, and 5x5 on 512^2 with 32-sample tiles 10x slower than direct)
+_TILE_LOG_EXTRA = 8.0
+_MIN_TILE = 64
+_DTYPES = (torch.float32, torch.float64)
+
+
+@functools.lru_cache(maxsize=4096)
+def next_fast_len(n: int) -> int:
+    """Smallest integer ``>= n`` whose only prime factors are 2, 3, 5 and 7.
+
+    Args:
+        n: a positive length.
+
+    Returns:
+        The FFT length to use (7-smooth lengths are fast in MKL, pocketfft and cuFFT).
+
+    Raises:
+        ValueError: if ``n`` is not positive.
+
+    Example:
+        >>> next_fast_len(2050), next_fast_len(97), next_fast_len(1)
+        (2058, 98, 1)
+    """
+    if n < 1:
+        raise ValueError(f"next_fast_len: n must be positive, but got {n}")
+    m = n
+    while True:
+        r = m
+        for p in (2, 3, 5, 7):
+            while r % p == 0:
+                r //= p
+        if r == 1:
+            return m
+        m += 1
+
+
+def supports(spec, dtype, device):
+    if dtype not in _DTYPES:
+        return f"real FFTs in float32 and float64 only, not {dtype}"
+    return None
+
+
+def _tile_length(n: int, k: int) -> int:
+    """FFT length along one axis of length n (padded) for a kernel of (dilated) length k."""
+    full = next_fast_len(n)
+    best, best_cost = full, full * (math.log2(max(full, 2)) + _TILE_LOG_EXTRA)
+    length = next_fast_len(max(2 * k, _MIN_TILE))
+    while length < full:
+        t = length - k + 1
+        tiles = -(-(n - k + 1) // t)
+        c = tiles * length * (math.log2(length) + _TILE_LOG_EXTRA)
+        if c < best_cost:
+            best, best_cost = length, c
+        length = next_fast_len(length + 1)
+    return best
+
+
+def _dilate(w, dh, dw):
+    if dh == dw == 1:
+        return w
+    c_out, cg, kh, kw = w.shape
+    out = w.new_zeros((c_out, cg, dh * (kh - 1) + 1, dw * (kw - 1) + 1))
+    out[..., ::dh, ::dw] = w
+    return out                                                    # (C_out, Cg, KH, KW)
+
+
+def _mix(xf, wf, groups):
+    """Y[n, o] = sum_c X[n, c] W[o, c] per frequency, within each group."""
+    n, c_in, fh, fw = xf.shape
+    c_out, cg = wf.shape[:2]
+    xg = xf.reshape(n, groups, cg, fh, fw)                        # (N, G, Cg, fH, fW)
+    wg = wf.reshape(groups, c_out // groups, cg, fh, fw)          # (G, Og, Cg, fH, fW)
+    if cg == 1:
+        y = xg * wg[:, :, 0]                                      # (N, G, Og, fH, fW)
+    else:
+        y = torch.einsum("ngchw,gochw->ngohw", xg, wg)
+    return y.reshape(n, c_out, fh, fw)
+
+
+def _spectrum(w, lh, lw):
+    """rfft2(w, s=(lh, lw)) for a small kernel: its kH rows first, then lw/2+1 columns."""
+    return torch.fft.fft(torch.fft.rfft(w, n=lw, dim=-1), n=lh, dim=-2)
+
+
+def _grid(hp, wp, kh, kw):
+    lh, lw = _tile_length(hp, kh), _tile_length(wp, kw)
+    th, tw = -(-(hp - kh + 1) // (lh - kh + 1)), -(-(wp - kw + 1) // (lw - kw + 1))
+    return lh, lw, th, tw
+
+
+def _to_tiles(x, lh, lw, th, tw, kh, kw):
+    """Overlapping input windows as extra batch entries: (N*tH*tW, C, lh, lw)."""
+    n, c, hp, wp = x.shape
+    sh, sw = lh - kh + 1, lw - kw + 1
+    x = F.pad(x, (0, tw * sw + kw - 1 - wp, 0, th * sh + kh - 1 - hp))
+    t = x.unfold(2, lh, sh).unfold(3, lw, sw)                     # (N, C, tH, tW, lh, lw)
+    return t.permute(0, 2, 3, 1, 4, 5).reshape(n * th * tw, c, lh, lw)
+
+
+def _valid_corr(x, w, groups):
+    """Stride-1 valid correlation of x with the (already dilated) kernel w."""
+    n, _, hp, wp = x.shape
+    c_out, _, kh, kw = w.shape
+    oh, ow = hp - kh + 1, wp - kw + 1
+    lh, lw, th, tw = _grid(hp, wp, kh, kw)
+    if th * tw > 1:
+        x = _to_tiles(x, lh, lw, th, tw, kh, kw)                  # (N*tH*tW, C, lh, lw)
+    xf = torch.fft.rfft2(x, s=(lh, lw))                           # (B, C_in, lh, lw/2+1)
+    wf = _spectrum(w, lh, lw).conj()                              # (C_out, Cg, lh, lw/2+1)
+    y = torch.fft.irfft2(_mix(xf, wf, groups), s=(lh, lw))        # (B, C_out, lh, lw)
+    if th * tw == 1:
+        return y[..., :oh, :ow]
+    sh, sw = lh - kh + 1, lw - kw + 1
+    y = y[..., :sh, :sw].reshape(n, th, tw, c_out, sh, sw)
+    y = y.permute(0, 3, 1, 4, 2, 5).reshape(n, c_out, th * sh, tw * sw)
+    return y[..., :oh, :ow]                                       # (N, C_out, oH, oW)
+
+
+def forward(x, w, spec):
+    (sh, sw), (dh, dw) = spec.stride, spec.dilation
+    y = _valid_corr(x.resolve_conj(), _dilate(w, dh, dw), spec.groups)
+    if sh > 1 or sw > 1:
+        y = y[..., ::sh, ::sw]
+    return y.contiguous()                                         # (N, C_out, oH, oW)
+
+
+def _upsample(g, spec, h1, w1):
+    """grad_out zero-inserted by the stride, as a stride-1 output of size (h1, w1)."""
+    sh, sw = spec.stride
+    if sh == sw == 1:
+        return g
+    n, c, oh, ow = g.shape
+    up = g.new_zeros((n, c, h1, w1))
+    up[..., :(oh - 1) * sh + 1:sh, :(ow - 1) * sw + 1:sw] = g
+    return up
+
+
+def grad_input(grad_out, w, spec, x_shape):
+    n, c_in, hp, wp = x_shape
+    c_out, cg, _, _ = w.shape
+    g = spec.groups
+    wd = _dilate(w, *spec.dilation)
+    kh, kw = wd.shape[-2:]
+    up = _upsample(grad_out, spec, hp - kh + 1, wp - kw + 1)      # (N, C_out, Hp-KH+1, ..)
+    up = F.pad(up, (kw - 1, kw - 1, kh - 1, kh - 1))              # (N, C_out, Hp+KH-1, ..)
+    wt = (wd.reshape(g, c_out // g, cg, kh, kw).transpose(1, 2)
+          .flip(-2, -1).reshape(c_in, c_out // g, kh, kw))        # (C_in, Og, KH, KW)
+    return _valid_corr(up, wt, g).contiguous()                    # (N, C_in, Hp, Wp)
+
+
+def grad_weight(x, grad_out, spec, w_shape):
+    c_out, cg, kh0, kw0 = w_shape
+    (dh, dw), groups = spec.dilation, spec.groups
+    kh, kw = dh * (kh0 - 1) + 1, dw * (kw0 - 1) + 1
+    n, c_in, hp, wp = x.shape
+    oh, ow = hp - kh + 1, wp - kw + 1
+    x = x.resolve_conj()
+    up = _upsample(grad_out, spec, oh, ow)                        # (N, C_out, oH1, oW1)
+    lh, lw, th, tw = _grid(hp, wp, kh, kw)
+    if th * tw > 1:
+        x = _to_tiles(x, lh, lw, th, tw, kh, kw)                  # (B, C_in, lh, lw)
+        up = _to_tiles(up, lh - kh + 1, lw - kw + 1, th, tw, 1, 1)  # (B, C_out, T, T)
+    b = x.shape[0]
+    xf = torch.fft.rfft2(x, s=(lh, lw)).reshape(b, groups, cg, lh, -1)
+    gf = torch.fft.rfft2(up, s=(lh, lw)).conj().reshape(b, groups, c_out // groups, lh, -1)
+    if cg == 1 and c_out == groups:
+        gwf = (gf * xf).sum(0)                                    # (G, 1, 1, lh, lw/2+1)
+    else:
+        gwf = torch.einsum("ngohw,ngchw->gochw", gf, xf)          # (G, Og, Cg, lh, lw/2+1)
+    gw = torch.fft.irfft2(gwf.reshape(c_out, cg, lh, -1), s=(lh, lw))
+    return gw[..., :kh:dh, :kw:dw].contiguous()                   # (C_out, Cg, kH, kW)
+
+
+def cost(spec, dtype, device):
+    """Estimated seconds of the forward pass: transforms + channel mixing + overhead."""
+    (dh, dw) = spec.dilation
+    kh, kw = dh * (spec.kh - 1) + 1, dw * (spec.kw - 1) + 1
+    lh, lw, th, tw = _grid(spec.padded_h, spec.padded_w, kh, kw)
+    cg = spec.c_in // spec.groups
+    points = lh * lw * math.log2(max(lh * lw, 2))                # one transform
+    transforms = spec.n * th * tw * (spec.c_in + spec.c_out) + spec.c_out * cg
+    fft_time = transforms * points * _SECONDS_PER_FFT_POINT_LOG
+    mix_flops = 8 * spec.n * th * tw * lh * (lw // 2 + 1) * spec.c_out * cg
+    t = fft_time + mix_flops * _SECONDS_PER_MIX_FLOP
+    if dtype == torch.float64:
+        t *= 2
+    if torch.device(device).type != "cpu":
+        t /= _GPU_SPEEDUP
+    return t + _OVERHEAD

@@ -1,0 +1,174 @@
+"""The ``fft`` algorithm against torch (F.conv2d, torch.nn.grad, autograd) and the oracle."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import convforge
+from convforge import make_spec
+from convforge.algorithms import REGISTRY, fft, reference
+from helpers import ALGO_FACTOR, assert_close, torch_pad
+
+NAME = "fft"
+FACTOR = ALGO_FACTOR.get(NAME, 1.0)
+
+# (input shape, weight shape, keyword arguments of conv2d)
+CASES = {
+    "1x1": ((2, 3, 7, 8), (4, 3, 1, 1), {}),
+    "3x3-pad1": ((2, 3, 9, 10), (4, 3, 3, 3), {"padding": 1}),
+    "even-2x4": ((2, 2, 9, 11), (3, 2, 2, 4), {"padding": (1, 2)}),
+    "stride2": ((2, 3, 11, 12), (2, 3, 3, 3), {"stride": 2, "padding": 1}),
+    "stride3-nonsquare": ((1, 2, 13, 14), (3, 2, 3, 5), {"stride": (3, 2)}),
+    "dilation2": ((2, 2, 12, 13), (2, 2, 3, 3), {"dilation": 2, "padding": 2}),
+    "groups2": ((2, 4, 9, 9), (6, 2, 3, 3), {"groups": 2, "padding": 1}),
+    "depthwise": ((2, 4, 10, 9), (4, 1, 5, 5), {"groups": 4, "padding": 2}),
+    "depthwise-x2": ((2, 3, 8, 8), (6, 1, 3, 3), {"groups": 3}),
+    "batch1-same": ((1, 1, 12, 12), (1, 1, 4, 4), {"padding": "same"}),
+    "everything": ((2, 4, 15, 16), (4, 2, 3, 2),
+                   {"stride": (2, 3), "dilation": (2, 1), "groups": 2, "padding": (1, 2)}),
+}
+# inputs large against the kernel: these take the overlap-save tile path
+TILED = {
+    "image-9x7": ((1, 1, 300, 260), (1, 1, 9, 7), {"padding": (4, 3)}),
+    "groups-strided-dilated": ((2, 4, 200, 190), (6, 2, 5, 3),
+                               {"stride": (2, 3), "dilation": (1, 2), "groups": 2}),
+    "depthwise-rows": ((1, 2, 37, 700), (2, 1, 3, 5), {"groups": 2, "padding": 1}),
+}
+DTYPES = [torch.float32, torch.float64]
+
+
+def _check_against_torch(xs, ws, kw, dtype, device="cpu"):
+    x = torch.randn(xs, dtype=dtype, device=device, requires_grad=True)
+    w = torch.randn(ws, dtype=dtype, device=device, requires_grad=True)
+    y = convforge.conv2d(x, w, algorithm=NAME, **kw)
+    g = torch.randn_like(y)
+    y.backward(g)
+    xt, wt = x.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
+    ye = F.conv2d(xt, wt, **kw)
+    ye.backward(g)
+    assert_close(y, ye, factor=FACTOR, msg="forward")
+    assert_close(x.grad, xt.grad, factor=FACTOR, msg="grad input")
+    assert_close(w.grad, wt.grad, factor=FACTOR, msg="grad weight")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", list(CASES))
+def test_conv2d_and_autograd_match_torch(case, dtype):
+    _check_against_torch(*CASES[case], dtype)
+
+
+@pytest.mark.parametrize("case", list(TILED))
+def test_overlap_save_tiles_match_torch(case):
+    xs, ws, kw = TILED[case]
+    spec = make_spec("conv2d", xs, ws, **kw)
+    kh = spec.dilation[0] * (spec.kh - 1) + 1
+    kwd = spec.dilation[1] * (spec.kw - 1) + 1
+    _, _, th, tw = fft._grid(spec.padded_h, spec.padded_w, kh, kwd)
+    assert th * tw > 1, "this case must exercise the tiled path"
+    _check_against_torch(xs, ws, kw, torch.float64)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_module_functions_match_torch_nn_grad(case):
+    xs, ws, kw = CASES[case]
+    spec = make_spec("conv2d", xs, ws, **kw)
+    top, bottom, left, right = spec.padding
+    x, w = torch.randn(xs, dtype=torch.float64), torch.randn(ws, dtype=torch.float64)
+    xp = F.pad(x, (left, right, top, bottom))                    # the padded input
+    args = {"stride": spec.stride, "dilation": spec.dilation, "groups": spec.groups}
+    y = fft.forward(xp, w, spec)
+    assert_close(y, F.conv2d(xp, w, **args), msg="forward")
+    g = torch.randn_like(y)
+    assert_close(fft.grad_input(g, w, spec, xp.shape),
+                 torch.nn.grad.conv2d_input(xp.shape, w, g, **args), msg="grad_input")
+    assert_close(fft.grad_weight(xp, g, spec, w.shape),
+                 torch.nn.grad.conv2d_weight(xp, w.shape, g, **args), msg="grad_weight")
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular", "symmetric"])
+def test_padding_modes(mode):
+    x = torch.randn(2, 2, 9, 10, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 2, 3, 4, dtype=torch.float64, requires_grad=True)
+    y = convforge.conv2d(x, w, padding=((1, 1), (2, 1)), padding_mode=mode, algorithm=NAME)
+    xt, wt = x.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
+    ye = F.conv2d(torch_pad(xt, (1, 1, 2, 1), mode), wt)
+    g = torch.randn_like(ye)
+    y.backward(g)
+    ye.backward(g)
+    assert_close(y, ye, msg=mode)
+    assert_close(x.grad, xt.grad, msg=f"{mode} grad input")
+    assert_close(w.grad, wt.grad, msg=f"{mode} grad weight")
+
+
+def test_unbatched_noncontiguous_and_channels_last():
+    w = torch.randn(4, 3, 3, 3)
+    base = torch.randn(2, 3, 20, 22)
+    for x in (base[0], base[:, :, ::2, 1::2], base.to(memory_format=torch.channels_last),
+              base.permute(0, 1, 3, 2)):
+        y = convforge.conv2d(x, w, padding=1, algorithm=NAME)
+        assert_close(y, F.conv2d(x, w, padding=1), factor=FACTOR, msg=str(tuple(x.stride())))
+
+
+def test_float32_error_against_float64_reference():
+    # float32 transforms: the error is relative to the output's scale, ~1e-6 (documented)
+    x = torch.randn(2, 3, 64, 70)
+    w = torch.randn(4, 3, 15, 15)
+    spec = make_spec("conv2d", x.shape, w.shape)
+    exact = reference.forward(x.double(), w.double(), spec)
+    rel = ((fft.forward(x, w, spec).double() - exact).abs().max() / exact.abs().max()).item()
+    assert rel < 1e-5
+    rel64 = ((fft.forward(x.double(), w.double(), spec) - exact).abs().max()
+             / exact.abs().max()).item()
+    assert rel64 < 1e-12
+
+
+def test_gradcheck_and_gradgradcheck():
+    x = torch.randn(2, 4, 6, 7, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 2, 3, 2, dtype=torch.float64, requires_grad=True)
+
+    def f(a, b):
+        return convforge.conv2d(a, b, stride=(2, 1), padding=1, dilation=(1, 2), groups=2,
+                                algorithm=NAME)
+
+    assert torch.autograd.gradcheck(f, (x, w), fast_mode=True)
+    assert torch.autograd.gradgradcheck(f, (x, w), fast_mode=True)
+
+
+def test_next_fast_len_is_the_smallest_7_smooth_length():
+    def smooth(m):
+        for p in (2, 3, 5, 7):
+            while m % p == 0:
+                m //= p
+        return m == 1
+
+    for n in range(1, 600):
+        m = fft.next_fast_len(n)
+        assert m >= n and smooth(m) and not any(smooth(k) for k in range(n, m))
+    with pytest.raises(ValueError, match="next_fast_len: n must be positive"):
+        fft.next_fast_len(0)
+
+
+def test_supports_and_cost():
+    spec = make_spec("conv2d", (1, 2, 64, 64), (2, 2, 31, 31))
+    for device in ("cpu", "cuda"):
+        assert fft.supports(spec, torch.float32, torch.device(device)) is None
+    assert "float32 and float64" in fft.supports(spec, torch.complex64, torch.device("cpu"))
+    with pytest.raises(ValueError, match="does not support"):
+        convforge.conv2d(torch.randn(1, 1, 5, 5, dtype=torch.complex64),
+                         torch.randn(1, 1, 3, 3, dtype=torch.complex64), algorithm=NAME)
+    small = make_spec("conv2d", (1, 1, 64, 64), (1, 1, 3, 3))
+    assert 0 < fft.cost(small, torch.float32, "cpu") < fft.cost(spec, torch.float32, "cpu")
+    assert REGISTRY[NAME].auto
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("case", ["everything", "depthwise", "stride3-nonsquare"])
+def test_cuda_matches_torch(case):
+    _check_against_torch(*CASES[case], torch.float32, device="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_tiled_matches_torch():
+    _check_against_torch(*TILED["groups-strided-dilated"], torch.float64, device="cuda")
