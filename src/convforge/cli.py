@@ -29,6 +29,7 @@ from .cli_io import (
     to_display,
     write_atomic,
 )
+from .cli_shape import parse_axb
 
 # --------------------------------------------------------------------------------------
 # filter
@@ -102,14 +103,8 @@ def _cmd_filter(args) -> int:
 # --------------------------------------------------------------------------------------
 
 def _parse_size(text: str) -> tuple[int, int]:
-    parts = text.lower().split("x")
-    try:
-        size = tuple(int(p) for p in parts)
-    except ValueError:
-        size = ()
-    if len(size) == 1:
-        size = size * 2
-    if len(size) != 2 or min(size) < 1:
+    size = parse_axb(text, 1)
+    if size is None:
         raise CLIError(f"--size must be KHxKW with positive integers (e.g. 3x3), but got {text!r}")
     return size
 

@@ -24,14 +24,20 @@ _KINDS = {"conv": "conv", "pool": "pool", "maxpool": "pool", "avgpool": "pool",
           "flatten": "flatten", "linear": "linear", "fc": "linear", "dense": "linear"}
 
 
-def _pair(spec, key, text):
+def parse_axb(text: str, minimum: int):
+    """``"3x5"`` -> ``(3, 5)``, ``"3"`` -> ``(3, 3)``; None if malformed or below minimum."""
     try:
         vals = tuple(int(v) for v in text.lower().split("x"))
     except ValueError:
-        vals = ()
+        return None
     if len(vals) == 1:
         vals = vals * 2
-    if len(vals) != 2 or min(vals) < 0:
+    return vals if len(vals) == 2 and min(vals) >= minimum else None
+
+
+def _pair(spec, key, text):
+    vals = parse_axb(text, 0)
+    if vals is None:
         raise ValueError(f"shape: {key} must be an int or AxB, but got {text!r} in {spec!r}")
     return vals
 

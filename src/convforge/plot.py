@@ -175,20 +175,8 @@ def kernel_gallery(kernels, *, ncols=4, title="kernel gallery", path=None):
         raise ValueError("kernel_gallery: kernels must not be empty, but got none")
     if isinstance(ncols, bool) or not isinstance(ncols, int) or ncols < 1:
         raise ValueError(f"kernel_gallery: ncols must be a positive int, but got {ncols!r}")
-    n = len(kernels)
-    cols = min(ncols, n)
-    rows = -(-n // cols)
-    fig = _figure((2.4 * cols, 2.4 * rows + 0.4))
-    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
-    for ax, (name, k) in zip(axes, kernels.items()):
-        _show(ax, _array("kernel_gallery", name, k), name, signed=True, annotate=True)
-    for ax in axes[n:]:
-        ax.set_axis_off()
-    if title:
-        fig.suptitle(title)
-    if path is not None:
-        save(fig, path)
-    return fig
+    return _grid("kernel_gallery", kernels, ncols, (2.4, 2.4), title, path,
+                 signed=True, annotate=True)
 
 
 def loss_figure(losses, *, log=True, relative=False, title="loss while learning the kernel",
@@ -241,13 +229,18 @@ def image_grid(images, *, ncols=3, title=None, path=None):
     if not isinstance(images, dict) or not images:
         raise ValueError(f"image_grid: images must be a non-empty dict, but got "
                          f"{type(images).__name__}")
-    n = len(images)
+    return _grid("image_grid", images, ncols, (3.6, 3.4), title, path)
+
+
+def _grid(func, items, ncols, cell, title, path, **show):
+    """A figure of ``items`` ({name: 2D array}) in rows of ``ncols`` cells of ``cell`` inches."""
+    n = len(items)
     cols = min(ncols, n)
     rows = -(-n // cols)
-    fig = _figure((3.6 * cols, 3.4 * rows + 0.4))
+    fig = _figure((cell[0] * cols, cell[1] * rows + 0.4))
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
-    for ax, (name, a) in zip(axes, images.items()):
-        _show(ax, _array("image_grid", name, a), name)
+    for ax, (name, a) in zip(axes, items.items()):
+        _show(ax, _array(func, name, a), name, **show)
     for ax in axes[n:]:
         ax.set_axis_off()
     if title:
