@@ -200,6 +200,18 @@ def test_gradcheck_and_gradgradcheck_with_padding(width):
     assert torch.autograd.gradgradcheck(f, (x, w))
 
 
+@pytest.mark.parametrize("stride, padding, output_padding, dilation, width",
+                         [(2, 1, 1, 1, 300), (1, 1, 1, 2, 300), (3, 4, 2, 1, 130),
+                          (1, 3, 0, 1, 280), (1, 0, 0, 1, 20)])
+def test_conv_transpose2d_uses_grad_input_with_padding(stride, padding, output_padding,
+                                                       dilation, width):
+    x = torch.randn(2, 4, 6, width, dtype=torch.float64)
+    w = torch.randn(4, 3, 3, 3, dtype=torch.float64)
+    args = (None, stride, padding, output_padding, 1, dilation)
+    assert_close(convforge.conv_transpose2d(x, w, *args, algorithm=NAME),
+                 F.conv_transpose2d(x, w, *args))
+
+
 def test_supports_is_honest():
     spec = make_spec("conv2d", (1, 2, 8, 8), (2, 2, 3, 3))
     assert direct.supports(spec, torch.float32, torch.device("cpu")) is None

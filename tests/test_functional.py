@@ -53,7 +53,7 @@ def test_nan_and_inf_propagate_as_in_torch():
     x[0, 0, 2, 3] = float("nan")
     x[0, 0, 5, 0] = float("inf")
     w = torch.rand(2, 1, 3, 3) + 0.1
-    for algo in ["shift", "im2col", "reference"]:
+    for algo in ["shift", "im2col", "direct", "reference"]:
         y, ref = cf.conv2d(x, w, padding=1, algorithm=algo), F.conv2d(x, w, padding=1)
         assert torch.equal(y.isnan(), ref.isnan()), algo
         assert torch.equal(y.isinf(), ref.isinf()), algo
@@ -120,3 +120,25 @@ def test_conv1d_errors_name_conv1d():
         cf.conv1d(torch.randn(1, 1, 4), torch.randn(1, 1, 2), stride=0)
     with pytest.raises(TypeError, match="conv1d: padding must be an int or a 1-tuple"):
         cf.conv1d(torch.randn(1, 1, 4), torch.randn(1, 1, 2), padding=1.5)
+
+
+@pytest.mark.parametrize("algo", ["shift", "im2col", "direct", "reference"])
+def test_inf_in_grad_output_propagates_as_in_torch(algo):
+    """Spatial-domain algorithms keep IEEE semantics in both gradients (transform-domain
+    ones, fft and winograd, mix every value into every output by design)."""
+    x, w = torch.randn(1, 2, 7, 7), torch.randn(3, 2, 3, 3)
+    g = torch.randn(1, 3, 5, 5)
+    g[0, 1, 0, 0], g[0, 2, 3, 4] = float("inf"), float("-inf")
+    pairs = [(cf.conv2d_weight(x, w.shape, g, algorithm=algo),
+              torch.nn.grad.conv2d_weight(x, w.shape, g)),
+             (cf.conv2d_input(x.shape, w, g, algorithm=algo),
+              torch.nn.grad.conv2d_input(x.shape, w, g))]
+    for ours, ref in pairs:
+        assert torch.equal(ours.isnan(), ref.isnan())
+        assert torch.equal(ours.isinf(), ref.isinf())
+
+
+def test_transpose_zero_sized_output_as_torch():
+    x, w = torch.randn(1, 2, 1, 1), torch.randn(2, 1, 2, 2)
+    kw = {"groups": 2, "padding": 2, "dilation": 3}
+    assert cf.conv_transpose2d(x, w, **kw).shape == F.conv_transpose2d(x, w, **kw).shape

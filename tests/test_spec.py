@@ -112,7 +112,7 @@ TRANSPOSE_ERRORS = [
                                           "dilation"]),
     ({"weight": torch.randn(5, 2, 3, 3)}, ["weight.shape[0] must equal the input's channels (4)"]),
     ({"groups": 3}, ["in_channels (4) must be divisible by groups (3)"]),
-    ({"padding": 5}, ["the output size must be positive"]),
+    ({"padding": 5}, ["the output size must not be negative"]),
     ({"padding": "same"}, ["padding must be an int or a pair of ints, but got 'same'"]),
     ({"bias": torch.randn(3)}, ["bias must be a 1D tensor of length out_channels (2)"]),
 ]

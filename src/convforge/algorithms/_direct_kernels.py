@@ -264,16 +264,24 @@ def _forward_border_kernel(x, w, out, top, left, dh, dw, groups, rows):
 
 @njit(cache=True, fastmath=_FM_DOT)
 def _dots(acc, g, a, base, offs, length, step):
-    """acc[t] += sum_x g[x] * a[base + offs[t] + x * step]; 8 (then 4, 1) taps per pass."""
+    """acc[t] += sum_x g[x] * a[base + offs[t] + x * step]; 8 (then 4, 1) taps per pass.
+
+    Each sum starts from its first term (not from ``g[0] * 0``, which is NaN when g[0] is
+    infinite), so Inf and NaN propagate as they do in a plain sum.
+    """
     nt = offs.shape[0]
+    if length <= 0:
+        return
     t = 0
     while nt - t >= 8 and step == 1:
         p0, p1 = a[base + offs[t]:], a[base + offs[t + 1]:]
         p2, p3 = a[base + offs[t + 2]:], a[base + offs[t + 3]:]
         p4, p5 = a[base + offs[t + 4]:], a[base + offs[t + 5]:]
         p6, p7 = a[base + offs[t + 6]:], a[base + offs[t + 7]:]
-        s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = g[0] * 0
-        for x in range(length):
+        g0 = g[0]
+        s0, s1, s2, s3 = g0 * p0[0], g0 * p1[0], g0 * p2[0], g0 * p3[0]
+        s4, s5, s6, s7 = g0 * p4[0], g0 * p5[0], g0 * p6[0], g0 * p7[0]
+        for x in range(1, length):
             gx = g[x]
             s0 += gx * p0[x]
             s1 += gx * p1[x]
@@ -295,8 +303,9 @@ def _dots(acc, g, a, base, offs, length, step):
     while nt - t >= 4:
         p0, p1 = a[base + offs[t]:], a[base + offs[t + 1]:]
         p2, p3 = a[base + offs[t + 2]:], a[base + offs[t + 3]:]
-        s0 = s1 = s2 = s3 = g[0] * 0
-        for x in range(length):
+        g0 = g[0]
+        s0, s1, s2, s3 = g0 * p0[0], g0 * p1[0], g0 * p2[0], g0 * p3[0]
+        for x in range(1, length):
             gx = g[x]
             k = x * step
             s0 += gx * p0[k]
@@ -310,8 +319,8 @@ def _dots(acc, g, a, base, offs, length, step):
         t += 4
     while t < nt:
         p0 = a[base + offs[t]:]
-        s0 = g[0] * 0
-        for x in range(length):
+        s0 = g[0] * p0[0]
+        for x in range(1, length):
             s0 += g[x] * p0[x * step]
         acc[t] += s0
         t += 1

@@ -17,14 +17,28 @@ block of output rows is one flat run over the padded input's row layout (output 
 at ``y * Wp + x``) in a scratch buffer: the ``kW - 1`` columns past each row end are
 computed and dropped, so 56-wide rows still give long vector loops.
 
+Zero padding is fused (``FUSED_ZERO_PADDING``): the input arrives unpadded with
+``spec.padding`` still to apply, and no padded copy of a large input is made:
+
+* long rows, stride 1, ``(kW - 1) dW <= 4`` (3x3, 5x5 filters): the loop reads x in place;
+  per output row only the tap rows inside x take part, the vector loop covers the columns
+  where every tap is inside x, and the few border columns are summed tap by tap;
+* other long rows: each task copies the zero-padded input rows of its block of output
+  rows into a scratch block that stays in cache, then runs the row loop on it;
+* short rows (flat runs): the input is padded in one NumPy pass (border strips zeroed,
+  interior copied; NumPy reuses its heap pages, so no page faults) -- it is small.
+
 Backward passes (derivation in ``autograd.py``):
 
 * ``grad_input`` is a *full* correlation of ``grad_out`` with the flipped kernel whose
   in/out channels are swapped per group: ``grad_out`` is zero-inserted (stride > 1) and
-  zero-padded by ``d (k - 1)``, then the same compiled forward loop runs with stride 1.
+  zero-padded by ``d (k - 1)``, then the same compiled forward loop runs with stride 1;
+  only the window of the unpadded input is computed (with stride 1 and padding at most
+  ``d (k - 1)`` that is the fused forward of ``grad_out`` padded by ``d (k - 1) - pad``).
 * ``grad_weight[o, c, i, j] = sum_{n,y,x} g[n,o,y,x] x[n,c, y*sH + i*dH, x*sW + j*dW]``:
   per tap a dot product; the work is split over (o, c) pairs and chunks of rows, each
-  task writing its own partial sums, which are added at the end.
+  task writing its own partial sums, which are added at the end. It reads the
+  zero-padded input (padded in one NumPy pass, as for short rows).
 
 Float32 and float64 on the CPU. Loops are compiled on first use (a few seconds) and cached
 on disk (``cache=True``). Numba uses ``min(torch.get_num_threads(), numba cores)`` threads.
@@ -160,7 +174,7 @@ def _run_forward(x, w, stride, dilation, groups, pads=(0, 0, 0, 0)):
     elif any(pads) and not flat:          # long rows: padded blocks in cache, no full copy
         # taller blocks than _plan's, so a block re-reads few rows: (kH - 1) dH extra
         rows = max(rows, min(_FUSED_MAX_ROWS, -(-4 * (kh - 1) * dh // sh)))
-        while rows > 1 and n * w.shape[0] * -(-oh // rows) < _MIN_TASKS // 4:
+        while rows > 1 and n * w.shape[0] * -(-oh // rows) < _MIN_TASKS:
             rows //= 2
         _k._forward_padded_kernel(_array(x), _array(w), out.numpy(), top, left, sh, sw,
                                   dh, dw, groups, rows)
