@@ -25,7 +25,7 @@ candidate (elsewhere "auto" falls back to the model).
 
 Measured error, max |y - y64| / max |y64| on random normal data of the fit grid, against
 float64 ``F.conv2d`` (written by the fit into ``cost_model.json``, ``errors``; the
-figures below are from the fit of 2026-11-22 04:44 UTC on the 2-core AVX-512 machine):
+figures below are from the fit of 2026-11-22 05:22 UTC on the 2-core AVX-512 machine):
 
 ==========  ============  ============
 algorithm   float32       float64
@@ -38,16 +38,16 @@ fft         3.3e-07       1.2e-15
 ==========  ============  ============
 
 (complex64/complex128 behave like float32/float64; float16/bfloat16 compute in float32.)
-Quality: over the fit grid (``benchmarks/fit_cost_model.py``, forward pass, leave-one-out:
-each shape's constants fitted without it) "auto" ran within 10% of the fastest algorithm
-on 19 of the 26 shapes (73%; in-sample also 19/26). Ranked by forward + backward time:
-leave-one-out 19/26 (73%), in-sample 20/26 (77%). The fit of 2026-11-22 04:44 UTC ran while
-other processes loaded the 2-core machine (load average 4-8); the target is >= 90%: re-run
-the fit on a quiet machine. The forward misses: winograd picked for 512 channels at 7x7
-(1.8x im2col: 4x4 tiles waste 2/3 of a 7x7 output) and tiny 3x3 layers, im2col picked
-over direct for few-channel 5x5 layers (LeNet 6->16: 2x), direct over fft for a 31x31
-image kernel (2.8x). One power law on each algorithm's own ``cost()`` cannot bend for
-these; per-feature constants in the ``cost()`` functions would.
+Quality: over the fit grid (``benchmarks/fit_cost_model.py``, 26 shapes, fit of
+2026-11-22 05:22 UTC on a quiet 2-core machine) "auto" ran within 10% of the fastest of our
+algorithms on 24 of 26 shapes for the forward pass in-sample (92%) and 21/26 (81%)
+leave-one-out (each shape predicted by constants fitted without it); ranked by forward +
+backward time, 22/26 (85%) both ways. The misses (in-sample): winograd chosen for 512
+channels at 7x7 (2.1x im2col forward, 1.6x fwd+bwd: 4x4 tiles waste most of a 7x7 output),
+direct over im2col for LeNet's 6->16 layer (1.3x), im2col over direct for few-channel
+fwd+bwd (3->16: 1.4x; a 5x5 stem: 1.1x), fft over direct for a 15x15 image fwd+bwd (1.2x).
+One power law on each algorithm's own ``cost()`` cannot bend for these; per-feature
+constants inside the ``cost()`` functions would.
 """
 
 from __future__ import annotations
