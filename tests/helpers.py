@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -54,6 +53,18 @@ def torch_pad(x, pads, mode):
     return F.pad(x, (left, right, top, bottom), mode=mode)
 
 
-def numpy_symmetric(x, pads):
-    top, bottom, left, right = pads
-    return np.pad(x, ((0, 0),) * (x.ndim - 2) + ((top, bottom), (left, right)), mode="symmetric")
+# cases every algorithm module is checked on: (input shape, weight shape, conv2d kwargs)
+ALGORITHM_CASES = {
+    "1x1": ((2, 3, 7, 8), (4, 3, 1, 1), {}),
+    "3x3-pad1": ((2, 3, 9, 10), (4, 3, 3, 3), {"padding": 1}),
+    "even-2x4": ((2, 2, 9, 11), (3, 2, 2, 4), {"padding": (1, 2)}),
+    "stride2": ((2, 3, 11, 12), (2, 3, 3, 3), {"stride": 2, "padding": 1}),
+    "stride3-nonsquare": ((1, 2, 13, 14), (3, 2, 3, 5), {"stride": (3, 2)}),
+    "dilation2": ((2, 2, 12, 13), (2, 2, 3, 3), {"dilation": 2, "padding": 2}),
+    "groups2": ((2, 4, 9, 9), (6, 2, 3, 3), {"groups": 2, "padding": 1}),
+    "depthwise": ((2, 4, 10, 9), (4, 1, 5, 5), {"groups": 4, "padding": 2}),
+    "depthwise-x2": ((2, 3, 8, 8), (6, 1, 3, 3), {"groups": 3}),
+    "batch1-same": ((1, 1, 12, 12), (1, 1, 4, 4), {"padding": "same"}),
+    "everything": ((2, 4, 15, 16), (4, 2, 3, 2),
+                   {"stride": (2, 3), "dilation": (2, 1), "groups": 2, "padding": (1, 2)}),
+}

@@ -9,25 +9,11 @@ import torch.nn.functional as F
 import convforge
 from convforge import make_spec
 from convforge.algorithms import REGISTRY, direct
-from helpers import assert_close, tf_same_padding, torch_pad
+from helpers import ALGORITHM_CASES, assert_close, tf_same_padding, torch_pad
 
 NAME = "direct"
 
-# (input shape, weight shape, keyword arguments of conv2d)
-CASES = {
-    "1x1": ((2, 3, 7, 8), (4, 3, 1, 1), {}),
-    "3x3-pad1": ((2, 3, 9, 10), (4, 3, 3, 3), {"padding": 1}),
-    "even-2x4": ((2, 2, 9, 11), (3, 2, 2, 4), {"padding": (1, 2)}),
-    "stride2": ((2, 3, 11, 12), (2, 3, 3, 3), {"stride": 2, "padding": 1}),
-    "stride3-nonsquare": ((1, 2, 13, 14), (3, 2, 3, 5), {"stride": (3, 2)}),
-    "dilation2": ((2, 2, 12, 13), (2, 2, 3, 3), {"dilation": 2, "padding": 2}),
-    "groups2": ((2, 4, 9, 9), (6, 2, 3, 3), {"groups": 2, "padding": 1}),
-    "depthwise": ((2, 4, 10, 9), (4, 1, 5, 5), {"groups": 4, "padding": 2}),
-    "depthwise-x2": ((2, 3, 8, 8), (6, 1, 3, 3), {"groups": 3}),
-    "batch1-same": ((1, 1, 12, 12), (1, 1, 4, 4), {"padding": "same"}),
-    "everything": ((2, 4, 15, 16), (4, 2, 3, 2),
-                   {"stride": (2, 3), "dilation": (2, 1), "groups": 2, "padding": (1, 2)}),
-}
+CASES = ALGORITHM_CASES
 # zero padding fused into the loops: long rows (>= 256 outputs) take the copy-free kernels
 # (in place for stride 1 and (kW - 1) dW <= 4, padded blocks in cache otherwise)
 PADDED = {
