@@ -39,30 +39,26 @@ def learn_edge_kernel(steps=10, lr=3e-2, seed=0, every=2):
     return w.detach().reshape(1, 2), history
 
 
-def _fmt(t) -> str:
-    return str(t)
-
-
 def walkthrough() -> list[tuple[str, str]]:
     """The chapter's results, section by section."""
     out = []
     x = torch.arange(9).reshape(3, 3)
     k = torch.arange(4).reshape(2, 2)
     out.append(("Cross-correlation (corr2d)",
-                f"X =\n{_fmt(x)}\nK =\n{_fmt(k)}\ncorr2d(X, K) =\n{_fmt(corr2d(x, k))}"))
+                f"X =\n{str(x)}\nK =\n{str(k)}\ncorr2d(X, K) =\n{str(corr2d(x, k))}"))
 
     img = edge_image()
     kern = torch.tensor([[1.0, -1.0]])
     y = corr2d(img, kern)
     out.append(("Edge detection with K = [[1, -1]]",
-                f"X =\n{_fmt(img)}\nY = corr2d(X, K): 1 marks white->black, -1 black->white\n"
-                f"{_fmt(y)}\ncorr2d(X.T, K): the kernel sees only vertical edges\n"
-                f"{_fmt(corr2d(img.t(), kern))}"))
+                f"X =\n{str(img)}\nY = corr2d(X, K): 1 marks white->black, -1 black->white\n"
+                f"{str(y)}\ncorr2d(X.T, K): the kernel sees only vertical edges\n"
+                f"{str(corr2d(img.t(), kern))}"))
 
     w, history = learn_edge_kernel()
     lines = "\n".join(f"step {s}, loss {v:.3f}" for s, v in history)
     out.append(("Learning the kernel from (X, Y) by gradient descent (lr 0.03)",
-                f"{lines}\nlearned kernel: {_fmt(w)}"))
+                f"{lines}\nlearned kernel: {str(w)}"))
 
     x8 = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     rows = []
@@ -81,8 +77,8 @@ def walkthrough() -> list[tuple[str, str]]:
     multi_in = conv2d(xm, km[None])[0]
     k3 = torch.stack((km, km + 1, km + 2), 0)
     out.append(("Multiple input and output channels",
-                f"two input channels, one output:\n{_fmt(multi_in)}\n"
-                f"kernel stack K, K+1, K+2 of shape {tuple(k3.shape)}:\n{_fmt(conv2d(xm, k3))}"))
+                f"two input channels, one output:\n{str(multi_in)}\n"
+                f"kernel stack K, K+1, K+2 of shape {tuple(k3.shape)}:\n{str(conv2d(xm, k3))}"))
 
     gen = torch.Generator().manual_seed(0)
     x1 = torch.normal(0, 1, (3, 3, 3), generator=gen)
