@@ -53,6 +53,26 @@ def torch_pad(x, pads, mode):
     return F.pad(x, (left, right, top, bottom), mode=mode)
 
 
+def check_padding_mode(algorithm, mode):
+    """conv2d(algorithm=...) with a non-zero padding mode against torch_pad + F.conv2d,
+    forward and both gradients (float64, per-side padding)."""
+    import convforge
+
+    x = torch.randn(2, 2, 9, 10, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 2, 3, 4, dtype=torch.float64, requires_grad=True)
+    pads = (1, 1, 2, 1)                                          # (top, bottom, left, right)
+    y = convforge.conv2d(x, w, padding=((1, 1), (2, 1)), padding_mode=mode,
+                         algorithm=algorithm)
+    xt, wt = x.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
+    ye = F.conv2d(torch_pad(xt, pads, mode), wt)
+    g = torch.randn_like(ye)
+    y.backward(g)
+    ye.backward(g)
+    assert_close(y, ye, msg=mode)
+    assert_close(x.grad, xt.grad, msg=f"{mode} grad input")
+    assert_close(w.grad, wt.grad, msg=f"{mode} grad weight")
+
+
 # cases every algorithm module is checked on: (input shape, weight shape, conv2d kwargs)
 ALGORITHM_CASES = {
     "1x1": ((2, 3, 7, 8), (4, 3, 1, 1), {}),

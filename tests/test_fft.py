@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import convforge
 from convforge import make_spec
 from convforge.algorithms import REGISTRY, fft, reference
-from helpers import ALGO_FACTOR, ALGORITHM_CASES, assert_close, torch_pad
+from helpers import ALGO_FACTOR, ALGORITHM_CASES, assert_close, check_padding_mode
 
 NAME = "fft"
 FACTOR = ALGO_FACTOR.get(NAME, 1.0)
@@ -75,17 +75,7 @@ def test_module_functions_match_torch_nn_grad(case):
 
 @pytest.mark.parametrize("mode", ["reflect", "replicate", "circular", "symmetric"])
 def test_padding_modes(mode):
-    x = torch.randn(2, 2, 9, 10, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(3, 2, 3, 4, dtype=torch.float64, requires_grad=True)
-    y = convforge.conv2d(x, w, padding=((1, 1), (2, 1)), padding_mode=mode, algorithm=NAME)
-    xt, wt = x.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
-    ye = F.conv2d(torch_pad(xt, (1, 1, 2, 1), mode), wt)
-    g = torch.randn_like(ye)
-    y.backward(g)
-    ye.backward(g)
-    assert_close(y, ye, msg=mode)
-    assert_close(x.grad, xt.grad, msg=f"{mode} grad input")
-    assert_close(w.grad, wt.grad, msg=f"{mode} grad weight")
+    check_padding_mode(NAME, mode)
 
 
 def test_unbatched_noncontiguous_and_channels_last():
