@@ -107,17 +107,44 @@ def _forward_nhwc(x, w, spec, oh, ow):
 def grad_weight(x, grad_out, spec, w_shape):
     x, grad_out = x.resolve_conj(), grad_out.resolve_conj()
     n, c_out, oh, ow = grad_out.shape
+    if _channels_last_columns(x, spec):
+        return _grad_weight_nhwc(x, grad_out, spec, w_shape)
     c_in, g = x.shape[1], spec.groups
-    k = (c_in // g) * spec.kh * spec.kw
-    win = _windows(x, spec, oh, ow).permute(1, 2, 3, 0, 4, 5)    # (C, kH, kW, N, oH, oW)
-    gy = grad_out.permute(1, 0, 2, 3)                             # (C_out, N, oH, oW)
-    gw = grad_out.new_zeros((g, c_out // g, k))
-    step = _chunk(n, c_in * spec.kh * spec.kw * oh * ow, x.element_size())
+    k, og, length = (c_in // g) * spec.kh * spec.kw, c_out // g, oh * ow
+    win = _windows(x, spec, oh, ow)                               # (N, C, kH, kW, oH, oW)
+    gy = grad_out.reshape(n, g, og, length)                       # (N, G, Og, L)
+    gw = None
+    step = _chunk(n, c_in * spec.kh * spec.kw * length, x.element_size())
     for n0 in range(0, n, step):
-        cols = win[:, :, :, n0:n0 + step].reshape(g, k, -1)       # (G, K, n*L)
-        gyc = gy[:, n0:n0 + step].reshape(g, c_out // g, -1)      # (G, Og, n*L)
-        gw.baddbmm_(gyc, cols.transpose(1, 2))                    # (G, Og, K)
+        nb = min(step, n - n0)
+        cols = win[n0:n0 + nb].reshape(nb * g, k, length)         # as in forward (a view for 1x1)
+        # one product per (sample, group), then the sum over samples: no copy of grad_out
+        part = torch.bmm(gy[n0:n0 + nb].reshape(nb * g, og, length), cols.transpose(1, 2))
+        part = part.view(nb, g, og, k).sum(0)                     # (G, Og, K)
+        gw = part if gw is None else gw.add_(part)
+    if gw is None:                                                # an empty batch
+        return grad_out.new_zeros(w_shape)
     return gw.reshape(w_shape)
+
+
+def _grad_weight_nhwc(x, grad_out, spec, w_shape):
+    """Weight gradient from (N*L, kH*kW*C) columns: per sample ``g[n] (O, L) @ cols``."""
+    n, c_out, oh, ow = grad_out.shape
+    c_in, length = x.shape[1], oh * ow
+    xl = x.contiguous(memory_format=torch.channels_last)
+    win = _windows(xl, spec, oh, ow).permute(0, 4, 5, 2, 3, 1)   # (N, oH, oW, kH, kW, C)
+    k = spec.kh * spec.kw * c_in
+    gy = grad_out.reshape(n, c_out, length)
+    gw = None
+    step = _chunk(n, k * length, x.element_size())
+    for n0 in range(0, n, step):
+        nb = min(step, n - n0)
+        cols = win[n0:n0 + nb].reshape(nb, length, k)             # (n, L, kH*kW*C)
+        part = torch.bmm(gy[n0:n0 + nb], cols).sum(0)             # (C_out, kH*kW*C)
+        gw = part if gw is None else gw.add_(part)
+    if gw is None:                                                # an empty batch
+        return grad_out.new_zeros(w_shape)
+    return gw.view(c_out, spec.kh, spec.kw, c_in).permute(0, 3, 1, 2).contiguous()
 
 
 def grad_input(grad_out, w, spec, x_shape):
