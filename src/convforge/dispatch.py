@@ -71,6 +71,8 @@ TOLERANCE = {
 }
 _MODEL_PATH = Path(__file__).with_name("cost_model.json")
 _MEASURED: dict = {}
+#: predicted winners, so that "auto" costs one dictionary lookup per call after the first
+_PREDICTED: dict = {}
 
 
 @functools.lru_cache(maxsize=1)
@@ -181,11 +183,16 @@ def choose_algorithm(spec, dtype=torch.float32, device="cpu", measure=False, *,
         True
     """
     device = torch.device(device)
+    forced = os.environ.get("CONVFORGE_ALGORITHM")
+    # after the first call "auto" is one dictionary lookup; the key holds the cost model
+    # object, so a re-loaded (or replaced) model is honoured
+    key = (spec, dtype, str(device), bool(train), forced, id(cost_model()))
+    if not measure and key in _PREDICTED:
+        return _PREDICTED[key]
     names = candidates(spec, dtype, device)
     if not names:
         raise ValueError(f"choose_algorithm: no algorithm supports this configuration, "
                          f"but got {spec} with {dtype} on {device}")
-    forced = os.environ.get("CONVFORGE_ALGORITHM")
     if forced and forced in names:
         return forced
     if measure and len(names) > 1:
@@ -194,7 +201,11 @@ def choose_algorithm(spec, dtype=torch.float32, device="cpu", measure=False, *,
             _MEASURED[key] = min(names, key=lambda n: time_algorithm(n, spec, dtype, device,
                                                                       train))
         return _MEASURED[key]
-    return min(names, key=lambda n: predicted_seconds(n, spec, dtype, device, train))
+    best = min(names, key=lambda n: predicted_seconds(n, spec, dtype, device, train))
+    if len(_PREDICTED) > 4096:
+        _PREDICTED.clear()
+    _PREDICTED[key] = best
+    return best
 
 
 def clear_measurements() -> None:
