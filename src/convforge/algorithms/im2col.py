@@ -27,6 +27,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import _col2im_kernels
 from ._common import out_size, tap_slices
 
 #: upper bound on the columns materialised at once (bytes)
@@ -168,6 +169,8 @@ def grad_input(grad_out, w, spec, x_shape):
 
 def _col2im(dcols, spec, size, out_hw):
     """Sum the column gradient ``(n, C*kH*kW, L)`` back into ``(n, C, Hp, Wp)``."""
+    if _col2im_kernels.usable(dcols):
+        return _col2im_kernels.fold(dcols, size, spec, out_hw)
     if not dcols.is_complex():
         return F.fold(dcols, size, (spec.kh, spec.kw), dilation=spec.dilation,
                       stride=spec.stride)
