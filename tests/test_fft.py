@@ -56,6 +56,21 @@ def test_overlap_save_tiles_match_torch(case):
     _check_against_torch(xs, ws, kw, torch.float64)
 
 
+@pytest.mark.parametrize("xs, ws, kw", [
+    ((3, 2, 11, 13), (4, 2, 3, 5), {"padding": 1}),                  # odd batch, untiled
+    ((1, 1, 300, 390), (1, 1, 9, 9), {"padding": 4}),                # odd tile columns
+    ((2, 4, 333, 250), (4, 1, 7, 7), {"groups": 4, "stride": 2}),   # depthwise, tiled
+])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_paired_complex_transforms_match_torch(xs, ws, kw, dtype, monkeypatch):
+    """Real data goes two signals per complex FFT; every pairing shape matches torch."""
+    calls = []
+    paired = fft._valid_corr_paired
+    monkeypatch.setattr(fft, "_valid_corr_paired", lambda *a: calls.append(1) or paired(*a))
+    _check_against_torch(xs, ws, kw, dtype)
+    assert len(calls) == 2                                        # forward and grad_input
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_module_functions_match_torch_nn_grad(case):
     xs, ws, kw = CASES[case]

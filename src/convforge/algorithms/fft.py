@@ -12,7 +12,14 @@ ones, which are dropped. ``L`` is rounded up to a 7-smooth length (:func:`next_f
 * **Large inputs (overlap-save).** When the input is much larger than the kernel, the
   output is cut into tiles of ``T = L - K + 1`` rows/columns; each tile's input window of
   ``L`` samples (overlapping its neighbours by ``K - 1``) becomes one more batch entry and
-  one small FFT. ``L`` per axis minimises a ``tiles * L * (log2 L + c)`` model.
+  one small FFT. ``L`` per axis minimises a ``tiles * L * (log2 L + c)`` model over
+  lengths ``2^a 3^b`` up to 384 (larger and 7-smooth tiles measured slower).
+* **Two real signals per complex FFT.** The kernel is real, so
+  ``corr(x1 + i x2, w) = corr(x1, w) + i corr(x2, w)``: forward and ``grad_input`` pair
+  neighbouring tiles (or samples) as the real and imaginary parts of one complex
+  transform. That halves the transforms, and the complex inverse is much cheaper than
+  torch's real inverse (one thread: ~8 vs ~19 ms for 81 tiles of 256^2); 2048^2 images
+  with 15x15 / 31x31 kernels went from 41 / 68 ms to 34 / 61 ms of CPU time.
 * **Stride** is applied by computing the stride-1 output and subsampling it (frequency
   folding, which would save the inverse transform's extra work, is not done).
   **Dilation** is handled by a zero-dilated kernel.
@@ -60,6 +67,9 @@ _GPU_SPEEDUP = 50.0        # a rough factor for CUDA devices (not measured here:
 # for L = 64/96/128/256, and 5x5 on 512^2 with 32-sample tiles 10x slower than direct)
 _TILE_LOG_EXTRA = 8.0
 _MIN_TILE = 64
+# tiles are 2^a 3^b long and at most this: 2048^2 with 31x31 (one thread) measured ~41 ms
+# with 288^2 tiles, ~45 with 144 or 384, 61 with 441 (7-smooth), 70-97 with 512
+_MAX_TILE = 384
 _DTYPES = (torch.float32, torch.float64)
 
 
@@ -103,15 +113,28 @@ def _tile_length(n: int, k: int) -> int:
     """FFT length along one axis of length n (padded) for a kernel of (dilated) length k."""
     full = next_fast_len(n)
     best, best_cost = full, full * (math.log2(max(full, 2)) + _TILE_LOG_EXTRA)
-    length = next_fast_len(max(2 * k, _MIN_TILE))
-    while length < full:
+    for length in _smooth23(max(2 * k, _MIN_TILE), min(full - 1, _MAX_TILE)):
         t = length - k + 1
         tiles = -(-(n - k + 1) // t)
         c = tiles * length * (math.log2(length) + _TILE_LOG_EXTRA)
         if c < best_cost:
             best, best_cost = length, c
-        length = next_fast_len(length + 1)
     return best
+
+
+@functools.lru_cache(maxsize=256)
+def _smooth23(lo: int, hi: int) -> tuple:
+    """Lengths 2^a 3^b in [lo, hi]: the tile sizes MKL transforms fastest."""
+    out = []
+    p2 = 1
+    while p2 <= hi:
+        v = p2
+        while v <= hi:
+            if v >= lo:
+                out.append(v)
+            v *= 3
+        p2 *= 2
+    return tuple(sorted(out))
 
 
 def _dilate(w, dh, dw):
@@ -162,6 +185,8 @@ def _valid_corr(x, w, groups):
     c_out, _, kh, kw = w.shape
     oh, ow = hp - kh + 1, wp - kw + 1
     lh, lw, th, tw = _grid(hp, wp, kh, kw)
+    if not x.is_complex() and not w.is_complex() and n * th * tw > 1:
+        return _valid_corr_paired(x, w, groups, lh, lw, th, tw)
     if th * tw > 1:
         x = _to_tiles(x, lh, lw, th, tw, kh, kw)                  # (N*tH*tW, C, lh, lw)
     xf = torch.fft.rfft2(x, s=(lh, lw))                           # (B, C_in, lh, lw/2+1)
@@ -173,6 +198,41 @@ def _valid_corr(x, w, groups):
     y = y[..., :sh, :sw].reshape(n, th, tw, c_out, sh, sw)
     y = y.permute(0, 3, 1, 4, 2, 5).reshape(n, c_out, th * sh, tw * sw)
     return y[..., :oh, :ow]                                       # (N, C_out, oH, oW)
+
+
+def _valid_corr_paired(x, w, groups, lh, lw, th, tw):
+    """Real data, two signals per complex FFT: the ``x1 + i x2`` trick.
+
+    The kernel is real, so ``corr(x1 + i x2, w) = corr(x1, w) + i corr(x2, w)``: one
+    complex transform pair does the work of two real ones, and the complex inverse is much
+    cheaper than the real inverse (measured ~8 vs ~19 ms for 81 tiles of 256^2 on one
+    thread). Neighbouring tiles along W (or, untiled, neighbouring samples) are paired.
+    """
+    n, c, hp, wp = x.shape
+    c_out, _, kh, kw = w.shape
+    oh, ow = hp - kh + 1, wp - kw + 1
+    sh, sw = lh - kh + 1, lw - kw + 1
+    if th * tw > 1:
+        tw += tw % 2                                              # tiles pair up along W
+        x = F.pad(x, (0, tw * sw + kw - 1 - wp, 0, th * sh + kh - 1 - hp))
+        t = x.unfold(2, lh, sh).unfold(3, lw, sw).permute(0, 2, 3, 1, 4, 5)  # (N,tH,tW,C,..)
+        re, im = t[:, :, 0::2], t[:, :, 1::2]                     # (N, tH, tW/2, C, lh, lw)
+    else:
+        if n % 2:
+            x = torch.cat([x, x.new_zeros((1,) + x.shape[1:])])
+        re, im = x[0::2], x[1::2]                                 # (N/2, C, Hp, Wp)
+    xc = torch.complex(re, im)
+    xc = xc.reshape(-1, c, xc.shape[-2], xc.shape[-1])            # (B/2, C, ., .)
+    xf = torch.fft.fft2(xc, s=(lh, lw))                           # (B/2, C, lh, lw)
+    wf = torch.fft.fft(torch.fft.fft(w, n=lw, dim=-1), n=lh, dim=-2).conj()
+    y = torch.view_as_real(torch.fft.ifft2(_mix(xf, wf, groups)))  # (B/2, C_out, lh, lw, 2)
+    if th * tw > 1:
+        y = y.view(n, th, tw // 2, c_out, lh, lw, 2)[..., :sh, :sw, :]
+        out = y.new_empty((n, c_out, th, sh, tw // 2, 2, sw))
+        out.copy_(y.permute(0, 3, 1, 4, 2, 6, 5))                # pairs back side by side
+        return out.view(n, c_out, th * sh, tw * sw)[..., :oh, :ow]
+    y = y[..., :oh, :ow, :].permute(0, 4, 1, 2, 3)               # (B/2, 2, C_out, oH, oW)
+    return y.reshape(-1, c_out, oh, ow)[:n]
 
 
 def forward(x, w, spec):
