@@ -65,10 +65,35 @@ def test_overlap_save_tiles_match_torch(case):
 def test_paired_complex_transforms_match_torch(xs, ws, kw, dtype, monkeypatch):
     """Real data goes two signals per complex FFT; every pairing shape matches torch."""
     calls = []
-    paired = fft._valid_corr_paired
-    monkeypatch.setattr(fft, "_valid_corr_paired", lambda *a: calls.append(1) or paired(*a))
+    paired = fft._corr_paired
+    monkeypatch.setattr(fft, "_corr_paired", lambda *a: calls.append(1) or paired(*a))
     _check_against_torch(xs, ws, kw, dtype)
     assert len(calls) == 2                                        # forward and grad_input
+
+
+@pytest.mark.parametrize("xs, ws, kw", [
+    ((1, 1, 300, 290), (1, 1, 9, 7), {"stride": (2, 3), "padding": 4}),      # tiled
+    ((3, 2, 20, 21), (4, 2, 5, 3), {"stride": 2}),                            # odd batch
+    ((2, 4, 40, 41), (4, 1, 7, 7), {"stride": (3, 2), "dilation": (1, 2), "groups": 4}),
+    ((1, 2, 8, 8), (2, 2, 3, 3), {"stride": 4}),                              # stride > k
+    ((2, 3, 64, 70), (6, 3, 1, 1), {"stride": 2}),
+])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_stride_is_folded_into_the_spectrum(xs, ws, kw, dtype, monkeypatch):
+    """The inverse transform runs on L/s points per axis, and the result matches torch."""
+    sizes = []
+    ifft2 = torch.fft.ifft2
+    monkeypatch.setattr(torch.fft, "ifft2", lambda t, *a, **k: sizes.append(t.shape[-2:])
+                        or ifft2(t, *a, **k))
+    x, w = torch.randn(xs, dtype=dtype), torch.randn(ws, dtype=dtype)
+    y = convforge.conv2d(x, w, algorithm=NAME, **kw)
+    assert_close(y, F.conv2d(x, w, **kw), factor=FACTOR)
+    spec = make_spec("conv2d", xs, ws, **kw)
+    kh = spec.dilation[0] * (spec.kh - 1) + 1
+    kwd = spec.dilation[1] * (spec.kw - 1) + 1
+    lh = fft._axis_plan(spec.padded_h, kh, spec.stride[0])[0]
+    lw = fft._axis_plan(spec.padded_w, kwd, spec.stride[1])[0]
+    assert sizes == [(lh // spec.stride[0], lw // spec.stride[1])]
 
 
 @pytest.mark.parametrize("case", list(CASES))

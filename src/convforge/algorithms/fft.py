@@ -20,8 +20,10 @@ ones, which are dropped. ``L`` is rounded up to a 7-smooth length (:func:`next_f
   transform. That halves the transforms, and the complex inverse is much cheaper than
   torch's real inverse (one thread: ~8 vs ~19 ms for 81 tiles of 256^2); 2048^2 images
   with 15x15 / 31x31 kernels went from 41 / 68 ms to 34 / 61 ms of CPU time.
-* **Stride** is applied by computing the stride-1 output and subsampling it (frequency
-  folding, which would save the inverse transform's extra work, is not done).
+* **Stride** (real data) is folded into the spectrum before the inverse transform: with
+  ``L`` a multiple of ``s``, every s-th output of a length-``L`` inverse is the length
+  ``L/s`` inverse of ``(1/s) sum_j Y[k + j L/s]``, so the inverse runs on ``1/s^2`` of the
+  points; tiles advance by a multiple of ``s``.
   **Dilation** is handled by a zero-dilated kernel.
 * **Backward.** ``grad_input`` is the *full* convolution of the stride-zero-inserted
   ``grad_out`` with the kernel: the same valid correlation, run on ``grad_out`` padded by
@@ -159,11 +161,6 @@ def _mix(xf, wf, groups):
     return y.reshape(n, c_out, fh, fw)
 
 
-def _spectrum(w, lh, lw):
-    """rfft2(w, s=(lh, lw)) for a small kernel: its kH rows first, then lw/2+1 columns."""
-    return torch.fft.fft(torch.fft.rfft(w, n=lw, dim=-1), n=lh, dim=-2)
-
-
 def _grid(hp, wp, kh, kw):
     lh, lw = _tile_length(hp, kh), _tile_length(wp, kw)
     th, tw = -(-(hp - kh + 1) // (lh - kh + 1)), -(-(wp - kw + 1) // (lw - kw + 1))
@@ -179,67 +176,65 @@ def _to_tiles(x, lh, lw, th, tw, kh, kw):
     return t.permute(0, 2, 3, 1, 4, 5).reshape(n * th * tw, c, lh, lw)
 
 
-def _valid_corr(x, w, groups):
-    """Stride-1 valid correlation of x with the (already dilated) kernel w."""
-    n, _, hp, wp = x.shape
-    c_out, _, kh, kw = w.shape
-    oh, ow = hp - kh + 1, wp - kw + 1
-    lh, lw, th, tw = _grid(hp, wp, kh, kw)
-    if not x.is_complex() and not w.is_complex() and n * th * tw > 1:
-        return _valid_corr_paired(x, w, groups, lh, lw, th, tw)
-    if th * tw > 1:
-        x = _to_tiles(x, lh, lw, th, tw, kh, kw)                  # (N*tH*tW, C, lh, lw)
-    xf = torch.fft.rfft2(x, s=(lh, lw))                           # (B, C_in, lh, lw/2+1)
-    wf = _spectrum(w, lh, lw).conj()                              # (C_out, Cg, lh, lw/2+1)
-    y = torch.fft.irfft2(_mix(xf, wf, groups), s=(lh, lw))        # (B, C_out, lh, lw)
-    if th * tw == 1:
-        return y[..., :oh, :ow]
-    sh, sw = lh - kh + 1, lw - kw + 1
-    y = y[..., :sh, :sw].reshape(n, th, tw, c_out, sh, sw)
-    y = y.permute(0, 3, 1, 4, 2, 5).reshape(n, c_out, th * sh, tw * sw)
-    return y[..., :oh, :ow]                                       # (N, C_out, oH, oW)
+def _axis_plan(n: int, k: int, s: int):
+    """``(L, step, tiles)`` along one axis: FFT length (a multiple of the stride s), input
+    advance per tile (a multiple of s, so every tile starts on the output grid), tiles."""
+    length, out = _tile_length(n, k), (n - k) // s + 1
+    if s > 1:
+        if length >= n:                   # one tile: it must hold every output's window
+            length = max(length, out * s + k - 1)
+        length = s * next_fast_len(-(-length // s))
+    step = (length - k + 1) // s * s
+    return length, step, -(-out // (step // s))
 
 
-def _valid_corr_paired(x, w, groups, lh, lw, th, tw):
-    """Real data, two signals per complex FFT: the ``x1 + i x2`` trick.
+def _corr_paired(x, w, groups, stride=(1, 1)):
+    """Real data, two signals per complex FFT, stride folded into the spectrum.
 
-    The kernel is real, so ``corr(x1 + i x2, w) = corr(x1, w) + i corr(x2, w)``: one
-    complex transform pair does the work of two real ones, and the complex inverse is much
-    cheaper than the real inverse (measured ~8 vs ~19 ms for 81 tiles of 256^2 on one
-    thread). Neighbouring tiles along W (or, untiled, neighbouring samples) are paired.
+    * The kernel is real, so ``corr(x1 + i x2, w) = corr(x1, w) + i corr(x2, w)``: one
+      complex transform pair does the work of two real ones, and the complex inverse is
+      much cheaper than torch's real inverse (one thread: ~8 vs ~19 ms for 81 tiles of
+      256^2). Neighbouring tiles along W (or, untiled, neighbouring samples) are paired.
+    * Stride ``s`` (FFT length ``L`` a multiple of ``s``): keeping every s-th output of a
+      length-L inverse transform is the length-``L/s`` inverse of the spectrum folded onto
+      itself, ``Y_s[k] = (1/s) sum_j Y[k + j L/s]``, so the inverse runs on ``1/s^2`` of
+      the points and no discarded output is ever computed.
     """
     n, c, hp, wp = x.shape
     c_out, _, kh, kw = w.shape
-    oh, ow = hp - kh + 1, wp - kw + 1
-    sh, sw = lh - kh + 1, lw - kw + 1
+    sh, sw = stride
+    oh, ow = (hp - kh) // sh + 1, (wp - kw) // sw + 1
+    lh, ph, th = _axis_plan(hp, kh, sh)
+    lw, pw, tw = _axis_plan(wp, kw, sw)
     if th * tw > 1:
         tw += tw % 2                                              # tiles pair up along W
-        x = F.pad(x, (0, tw * sw + kw - 1 - wp, 0, th * sh + kh - 1 - hp))
-        t = x.unfold(2, lh, sh).unfold(3, lw, sw).permute(0, 2, 3, 1, 4, 5)  # (N,tH,tW,C,..)
+    # pad (or crop: rows no output reads) to exactly the tiles' extent
+    x = F.pad(x, (0, (tw - 1) * pw + lw - wp, 0, (th - 1) * ph + lh - hp))
+    if th * tw > 1:
+        t = x.unfold(2, lh, ph).unfold(3, lw, pw).permute(0, 2, 3, 1, 4, 5)  # (N,tH,tW,C,..)
         re, im = t[:, :, 0::2], t[:, :, 1::2]                     # (N, tH, tW/2, C, lh, lw)
     else:
         if n % 2:
             x = torch.cat([x, x.new_zeros((1,) + x.shape[1:])])
-        re, im = x[0::2], x[1::2]                                 # (N/2, C, Hp, Wp)
-    xc = torch.complex(re, im)
-    xc = xc.reshape(-1, c, xc.shape[-2], xc.shape[-1])            # (B/2, C, ., .)
-    xf = torch.fft.fft2(xc, s=(lh, lw))                           # (B/2, C, lh, lw)
+        re, im = x[0::2], x[1::2]                                 # (N/2, C, lh, lw)
+    xc = torch.complex(re, im).reshape(-1, c, lh, lw)             # (B/2, C, lh, lw)
     wf = torch.fft.fft(torch.fft.fft(w, n=lw, dim=-1), n=lh, dim=-2).conj()
-    y = torch.view_as_real(torch.fft.ifft2(_mix(xf, wf, groups)))  # (B/2, C_out, lh, lw, 2)
+    yf = _mix(torch.fft.fft2(xc), wf, groups)                     # (B/2, C_out, lh, lw)
+    if sh > 1 or sw > 1:
+        yf = yf.view(-1, c_out, sh, lh // sh, sw, lw // sw).sum((2, 4)) / (sh * sw)
+    y = torch.view_as_real(torch.fft.ifft2(yf))                   # (B/2, C_out, mh, mw, 2)
+    qh, qw = ph // sh, pw // sw                                   # outputs per tile
     if th * tw > 1:
-        y = y.view(n, th, tw // 2, c_out, lh, lw, 2)[..., :sh, :sw, :]
-        out = y.new_empty((n, c_out, th, sh, tw // 2, 2, sw))
+        y = y.view(n, th, tw // 2, c_out, lh // sh, lw // sw, 2)[..., :qh, :qw, :]
+        out = y.new_empty((n, c_out, th, qh, tw // 2, 2, qw))
         out.copy_(y.permute(0, 3, 1, 4, 2, 6, 5))                # pairs back side by side
-        return out.view(n, c_out, th * sh, tw * sw)[..., :oh, :ow]
+        return out.view(n, c_out, th * qh, tw * qw)[..., :oh, :ow]
     y = y[..., :oh, :ow, :].permute(0, 4, 1, 2, 3)               # (B/2, 2, C_out, oH, oW)
     return y.reshape(-1, c_out, oh, ow)[:n]
 
 
 def forward(x, w, spec):
-    (sh, sw), (dh, dw) = spec.stride, spec.dilation
-    y = _valid_corr(x.resolve_conj(), _dilate(w, dh, dw), spec.groups)
-    if sh > 1 or sw > 1:
-        y = y[..., ::sh, ::sw]
+    y = _corr_paired(x.resolve_conj(), _dilate(w, *spec.dilation), spec.groups, spec.stride)
     return y.contiguous()                                         # (N, C_out, oH, oW)
 
 
@@ -264,7 +259,7 @@ def grad_input(grad_out, w, spec, x_shape):
     up = F.pad(up, (kw - 1, kw - 1, kh - 1, kh - 1))              # (N, C_out, Hp+KH-1, ..)
     wt = (wd.reshape(g, c_out // g, cg, kh, kw).transpose(1, 2)
           .flip(-2, -1).reshape(c_in, c_out // g, kh, kw))        # (C_in, Og, KH, KW)
-    return _valid_corr(up, wt, g).contiguous()                    # (N, C_in, Hp, Wp)
+    return _corr_paired(up, wt, g).contiguous()                   # (N, C_in, Hp, Wp)
 
 
 def grad_weight(x, grad_out, spec, w_shape):
@@ -294,12 +289,15 @@ def cost(spec, dtype, device):
     """Estimated seconds of the forward pass: transforms + channel mixing + overhead."""
     (dh, dw) = spec.dilation
     kh, kw = dh * (spec.kh - 1) + 1, dw * (spec.kw - 1) + 1
-    lh, lw, th, tw = _grid(spec.padded_h, spec.padded_w, kh, kw)
+    (sh, sw) = spec.stride
+    lh, _, th = _axis_plan(spec.padded_h, kh, sh)
+    lw, _, tw = _axis_plan(spec.padded_w, kw, sw)
     cg = spec.c_in // spec.groups
     points = lh * lw * math.log2(max(lh * lw, 2))                # one transform
-    transforms = spec.n * th * tw * (spec.c_in + spec.c_out) + spec.c_out * cg
+    # real signals go two per complex transform; the inverse runs on 1/stride^2 the points
+    transforms = spec.n * th * tw * (spec.c_in + spec.c_out / (sh * sw)) + spec.c_out * cg
     fft_time = transforms * points * _SECONDS_PER_FFT_POINT_LOG
-    mix_flops = 8 * spec.n * th * tw * lh * (lw // 2 + 1) * spec.c_out * cg
+    mix_flops = 4 * spec.n * th * tw * lh * lw * spec.c_out * cg
     t = fft_time + mix_flops * _SECONDS_PER_MIX_FLOP
     if dtype == torch.float64:
         t *= 2
