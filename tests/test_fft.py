@@ -57,7 +57,7 @@ def test_overlap_save_tiles_match_torch(case):
 
 
 @pytest.mark.parametrize("xs, ws, kw", [
-    ((3, 2, 11, 13), (4, 2, 3, 5), {"padding": 1}),                  # odd batch, untiled
+    ((5, 2, 11, 13), (4, 2, 3, 5), {"padding": 1}),                  # odd batch, untiled
     ((1, 1, 300, 390), (1, 1, 9, 9), {"padding": 4}),                # odd tile columns
     ((2, 4, 333, 250), (4, 1, 7, 7), {"groups": 4, "stride": 2}),   # depthwise, tiled
 ])
