@@ -37,6 +37,33 @@ def median_ms(fn, *, min_time=0.3, max_runs=15, min_runs=3, budget=3.0, stat="me
     return (min(times) if stat == "min" else statistics.median(times)) * 1e3, len(times)
 
 
+def round_robin_ms(fns, *, min_time=0.3, max_runs=15, min_runs=3, budget=3.0):
+    """``{key: (median ms, runs)}`` of callables timed in turns, one run each per round.
+
+    Timing the implementations of one workload in turns (after one warm-up each) makes a
+    burst of load from other processes hit all of them alike instead of whichever was
+    being timed; each stops after ``max_runs``, or ``min_runs`` and ``min_time`` seconds,
+    or ``budget`` seconds. A warm-up slower than ``budget`` is reported as is (one run).
+    """
+    first = {}
+    for key, fn in fns.items():
+        t0 = time.perf_counter()
+        fn()
+        first[key] = time.perf_counter() - t0
+    times = {key: [] for key in fns}
+    active = [key for key in fns if first[key] <= budget]
+    while active:
+        for key in list(active):
+            t0 = time.perf_counter()
+            fns[key]()
+            times[key].append(time.perf_counter() - t0)
+            runs, spent = len(times[key]), sum(times[key])
+            if runs >= max_runs or (runs >= min_runs and spent >= min_time) or spent > budget:
+                active.remove(key)
+    return {key: (statistics.median(times[key]) * 1e3, len(times[key])) if times[key]
+            else (first[key] * 1e3, 1) for key in fns}
+
+
 def matmul_peak_gflops(n=1536):
     """torch.matmul float32 GFLOP/s on an n x n product (the best of a few medians)."""
     a, b = torch.randn(n, n), torch.randn(n, n)

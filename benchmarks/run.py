@@ -2,8 +2,9 @@
 
 For every workload it first checks that all implementations agree (float32, allclose to
 torch's F.conv2d with a tolerance scaled by the output's magnitude; gradients too for
-fwd+bwd), then prints the median time of forward (and forward + backward for layers):
-ms, GFLOP/s, percent of the torch.matmul peak measured at start, and the ratio to every
+fwd+bwd), then times every implementation of the workload in turns (one run each per
+round, so load from other processes hits all alike) and prints the median time of forward
+(and forward + backward for layers): ms, GFLOP/s, percent of the torch.matmul peak measured at start, and the ratio to every
 peer measured in the same run (``x torch`` = our ms / torch's ms; below 1 is faster).
 
 Usage::
@@ -28,7 +29,13 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import THREADS, matmul_peak_gflops, median_ms, our_algorithms, run_ours  # noqa: E402
+from common import (  # noqa: E402
+    THREADS,
+    matmul_peak_gflops,
+    our_algorithms,
+    round_robin_ms,
+    run_ours,
+)
 
 import convforge  # noqa: E402
 from convforge import dispatch  # noqa: E402
@@ -128,11 +135,11 @@ def bench(name, quick=False, log=print):
     for pas in passes:
         train = pas == "fwd+bwd"
         pf = 3 * flops if train else flops
-        rows = []
+        fns, oks = {}, {}                         # label -> timed callable / agreement
         for label, (fn, trainable) in peers.items():
             if train and not trainable:
                 continue
-            ok = _check(fn(), ref)
+            oks[label] = _check(fn(), ref)
             if train:
                 xg, wg = x.clone().requires_grad_(), w.clone().requires_grad_()
                 xg_cl = xg.detach().contiguous(memory_format=torch.channels_last)
@@ -142,17 +149,15 @@ def bench(name, quick=False, log=print):
                 def fn(src=src, wg=wg):
                     y = F.conv2d(src, wg, **kw)
                     y.backward(torch.ones_like(y))
-            ms, runs = median_ms(fn, **timing)
-            peer_ms[(label, pas)] = ms
-            rows.append((label, ms, runs, ok))
+            fns[label] = fn
         g_ref = None
         if train:
             xr, wr = x.clone().requires_grad_(), w.clone().requires_grad_()
             F.conv2d(xr, wr, **kw).backward(torch.ones_like(ref))
             g_ref = (xr.grad, wr.grad)
         for algo in ours:
-            real = dispatch.choose_algorithm(spec, torch.float32, "cpu") if algo == "auto" \
-                else algo
+            real = dispatch.choose_algorithm(spec, torch.float32, "cpu", train=train) \
+                if algo == "auto" else algo
             if real == "im2col" and spec.kh * spec.kw > 1 and \
                     spec.c_in * spec.kh * spec.kw * spec.out_h * spec.out_w * 4 > _MAX_COLUMNS:
                 log(f"{name:9s} {pas:8s} {algo:14s} skipped (one sample's columns > 1 GB)")
@@ -167,11 +172,17 @@ def bench(name, quick=False, log=print):
             ok = _check(y.detach(), ref)
             if train:
                 ok = ok and _check(xg.grad, g_ref[0]) and _check(wg.grad, g_ref[1])
-            with torch.set_grad_enabled(train):
-                ms, runs = median_ms(
-                    lambda a=algo, xg=xg, wg=wg, t=train: run_ours(a, xg, wg, kw, t), **timing)
             label = f"auto={real}" if algo == "auto" else algo
-            rows.append((label, ms, runs, ok))
+
+            def fn(a=algo, xg=xg, wg=wg, t=train):
+                with torch.set_grad_enabled(t):
+                    run_ours(a, xg, wg, kw, t)
+            fns[label], oks[label] = fn, ok
+        timed = round_robin_ms(fns, **timing)     # in turns: load bursts hit all alike
+        rows = [(label, *timed[label], oks[label]) for label in fns]
+        for label in peers:
+            if label in timed:
+                peer_ms[(label, pas)] = timed[label][0]
         for label, ms, runs, ok in rows:
             ratios = {p: ms / peer_ms[(p, pas)] for p in peers if (p, pas) in peer_ms}
             records.append(dict(workload=name, impl=label, pass_=pas, ms=ms, runs=runs,
