@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 import convforge as cf
+from convforge.spec import ConvShapeError
 from helpers import assert_close
 
 
@@ -138,7 +139,17 @@ def test_inf_in_grad_output_propagates_as_in_torch(algo):
         assert torch.equal(ours.isinf(), ref.isinf())
 
 
-def test_transpose_zero_sized_output_as_torch():
+def test_transpose_zero_sized_output():
+    """torch itself is inconsistent here: its grouped float32 kernel returns an empty
+    output where its other kernels raise ("Output size is too small"); convforge raises for
+    every dtype and grouping, and allows 0x0 only for an empty batch, as torch does."""
     x, w = torch.randn(1, 2, 1, 1), torch.randn(2, 1, 2, 2)
     kw = {"groups": 2, "padding": 2, "dilation": 3}
-    assert cf.conv_transpose2d(x, w, **kw).shape == F.conv_transpose2d(x, w, **kw).shape
+    assert F.conv_transpose2d(x, w, **kw).numel() == 0
+    with pytest.raises(RuntimeError):
+        F.conv_transpose2d(x.double(), w.double(), **kw)
+    for dtype in (torch.float32, torch.float64):
+        with pytest.raises(ConvShapeError, match="must be positive"):
+            cf.conv_transpose2d(x.to(dtype), w.to(dtype), **kw)
+    empty = torch.randn(0, 2, 1, 1)
+    assert cf.conv_transpose2d(empty, w, **kw).shape == F.conv_transpose2d(empty, w, **kw).shape

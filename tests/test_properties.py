@@ -162,6 +162,9 @@ def test_transpose_raises_exactly_when_torch_raises(n, c, h, c_out_g, kh, groups
     args = (x, weight, None, stride, padding, output_padding, groups, dilation)
     theirs = _raises(lambda: F.conv_transpose2d(*args))
     ours = _raises(lambda: cf.conv_transpose2d(*args))
+    # torch's grouped float32 kernel returns an empty output for a 0-sized result where
+    # its other kernels raise; convforge always raises (tests/test_functional.py)
+    assume(theirs or F.conv_transpose2d(*args).numel() > 0)
     assert ours == theirs, f"torch raises: {theirs}, convforge raises: {ours}"
     if not ours:
         assert_close(cf.conv_transpose2d(*args), F.conv_transpose2d(*args), torch.float32)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import convforge as cf
 from convforge.spec import ConvDTypeError, ConvShapeError, make_spec, pad_input
@@ -107,12 +108,25 @@ def test_shape_and_dtype_errors_are_also_runtime_errors():
     assert issubclass(ConvShapeError, ValueError) and issubclass(ConvDTypeError, TypeError)
 
 
+def test_transpose_zero_output_only_for_an_empty_batch():
+    """torch: a 0x0 transposed output raises unless the batch is empty."""
+    w = torch.randn(3, 1, 3, 3)
+    kw = dict(stride=2, padding=2, output_padding=1)              # output size 0
+    for x in (torch.randn(1, 3, 1, 1), torch.randn(3, 1, 1)):
+        with pytest.raises(RuntimeError):
+            F.conv_transpose2d(x, w, **kw)
+        with pytest.raises(ConvShapeError, match="must be positive"):
+            cf.conv_transpose2d(x, w, **kw)
+    empty = torch.randn(0, 3, 1, 1)
+    assert cf.conv_transpose2d(empty, w, **kw).shape == F.conv_transpose2d(empty, w, **kw).shape
+
+
 TRANSPOSE_ERRORS = [
     ({"output_padding": 2, "stride": 2}, ["output_padding must be smaller than stride or "
                                           "dilation"]),
     ({"weight": torch.randn(5, 2, 3, 3)}, ["weight.shape[0] must equal the input's channels (4)"]),
     ({"groups": 3}, ["in_channels (4) must be divisible by groups (3)"]),
-    ({"padding": 5}, ["the output size must not be negative"]),
+    ({"padding": 5}, ["the output size must be positive (zero only for an empty batch)"]),
     ({"padding": "same"}, ["padding must be an int or a pair of ints, but got 'same'"]),
     ({"bias": torch.randn(3)}, ["bias must be a 1D tensor of length out_channels (2)"]),
 ]

@@ -339,9 +339,11 @@ def make_transpose_spec(func, input_shape, weight_shape, *, bias=None, stride=1,
     full_w = (w - 1) * stride[1] + dilation[1] * (kw - 1) + 1
     out_h = full_h + output_padding[0] - 2 * padding[0]
     out_w = full_w + output_padding[1] - 2 * padding[1]
-    if out_h < 0 or out_w < 0:  # torch returns an empty output for a size of 0
+    # torch: the output must be at least 1x1, except that an empty batch may give 0x0
+    if min(out_h, out_w) < (0 if n == 0 else 1):
         raise ConvShapeError(
-            f"{func}: the output size must not be negative, but got ({out_h}, {out_w}) from "
+            f"{func}: the output size must be positive (zero only for an empty batch), "
+            f"but got ({out_h}, {out_w}) from "
             f"input {tuple(input_shape)}, kernel ({kh}, {kw}), stride {stride}, "
             f"padding {padding}, output_padding {output_padding}, dilation {dilation}")
     # the equivalent forward convolution: input (N, C_out, full_h, full_w), weight as given
