@@ -4,8 +4,9 @@ For every workload it first checks that all implementations agree (float32, allc
 torch's F.conv2d with a tolerance scaled by the output's magnitude; gradients too for
 fwd+bwd), then times every implementation of the workload in turns (one run each per
 round, so load from other processes hits all alike) and prints the median time of forward
-(and forward + backward for layers): ms, GFLOP/s, percent of the torch.matmul peak measured at start, and the ratio to every
-peer measured in the same run (``x torch`` = our ms / torch's ms; below 1 is faster).
+(and forward + backward for layers): ms, GFLOP/s, percent of the torch.matmul peak
+measured at start, and the ratio to every peer measured in the same run (``x torch`` =
+our ms / torch's ms; below 1 is faster).
 
 Usage::
 
