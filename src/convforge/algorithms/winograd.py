@@ -17,33 +17,51 @@ the tables below are its output for the points of the paper (F(2,3): 0, 1, -1, i
 F(4,3): 0, 1, -1, 2, -2, inf) and agree with the paper's tables (section 4.1 and 4.2) up
 to the sign of rows that the paper negates in both B^T and G; tests check both.
 
-Shape of the computation (``T = N * tH * tW`` tiles, ``P = alpha^2`` positions)::
+Shape of the computation (``T = N * tH * tW`` tiles, ``P = alpha^2`` positions).
+Real float32/float64 CPU tensors take the compiled path (``_winograd_kernels``), channels
+innermost so that every transform runs along channel vectors::
 
-    tiles  x.unfold(H).unfold(W)           (N, C, tH, tW, alpha, alpha)   (a view)
-    V      B^T d B                         (P, G, Cg, T)
-    U      G g G^T                         (P, G, Og, Cg)
-    M      U @ V   one batched GEMM        (P, G, Og, T)
-    Y      A^T M A                         (N, C_out, tH*m, tW*m) -> cropped
+    x      NCHW -> NHWC (free for channels_last input)        (N, H, W, C)
+    U      G g G^T                     one compiled pass       (P, C, O)
+    per job of rows of tiles (about 8 MiB of V and M; one worker thread each):
+      V    B^T d B, zero padding fused one compiled pass       (P, T_job, C)
+      M    V @ U   batched GEMM        torch.bmm, one thread   (P, T_job, O)
+      Y    A^T M A, crop fused         one compiled pass  ->   (N, oH, oW, O) channels_last
+
+With few tiles per worker (dense256: 128 tiles) the jobs would make GEMMs of too few
+rows, so V of all tiles is built first, the GEMMs are split over positions, then Y.
+Jobs run on ``torch.get_num_threads()`` Python worker threads, torch held at one thread
+meanwhile: a job's V and M stay in its core's caches, and no OpenMP pool spins while
+another waits (torch's pool spins after each parallel region, which made alternating
+torch and Numba parallel regions 3-10x slower on 2 cores). CUDA, complex and other
+dtypes take the torch-op path (:func:`_torch_conv`: unfold views, matmuls, one bmm).
+
+Zero padding is fused (``FUSED_ZERO_PADDING``): the input arrives unpadded with
+``spec.padding`` still to apply; tiles read zeros outside it.
 
 Backward: the input gradient of a stride-1 3x3 correlation is a "full" correlation of the
 output gradient (zero-padded by 2 on each side) with the kernel rotated by 180 degrees
 and its in/out channels swapped, again a 3x3 stride-1 correlation, so it runs through the
-same Winograd forward. The weight gradient is a correlation of x with grad_out whose
-"kernel" is oH x oW; Winograd buys nothing there, so it is the im2col GEMM (one GEMM over
-all samples; see im2col.grad_weight).
+same Winograd forward; the input's own padding crops that, so grad_out is zero-padded by
+``2 - pad`` per side (negative: cropped). The weight gradient is the adjoint of the
+forward in U: ``dU[p] = sum_tiles (A dY A^T)[p]^T (B^T d B)[p]`` (one GEMM per position
+with the tiles as the inner dimension), then ``dW = G^T dU G``: 4x fewer multiplications
+than im2col's GEMM with F(4,3). The torch-op path uses im2col.grad_weight.
 
 Accuracy: the transforms amplify rounding (B^T of F(4,3) has entries up to 5, G 1/24,
 A^T up to 8). Measured max error / max |reference| on random normal data, float32 vs
-float64: F(2,3) <= 5e-7; F(4,3) 2e-6 (C_in = 3) to 7e-6 (C_in = 256), at most 1.1e-5 over
-the cost-model fit grid; float64 ~1e-14. Both stay well inside the float32 tolerance 1e-4
-that dispatch requires, so F(4,3) is the default and F(2,3) is used where 2x2 tiles need
+float64 (padding 1): F(2,3) <= 5e-7; F(4,3) forward 2.6e-6 (C_in = 3) to 8.7e-6
+(C_in = 256), input gradient <= 1.2e-5, weight gradient <= 6.6e-6 (torch's own float32
+conv: 3e-7); float64 ~1e-14. All stay well inside the float32 tolerance 1e-4 that
+dispatch requires, so F(4,3) is the default and F(2,3) is used where 2x2 tiles need
 fewer products in total (tiny outputs).
 
-Speed (see benchmarks/run.py): the transforms are torch ops, each a pass over memory,
-and the transform-domain GEMMs are small (alpha^2 products of (T x C_in) @ (C_in x C_out));
-on this 2-core machine that is not yet faster than oneDNN's direct 3x3 kernels for
-64 channels. Fusing gather + input transform and output transform + scatter into one
-compiled pass each (Numba on CPU) would remove about four of the six memory passes.
+Speed (``python benchmarks/run.py --only dense64,dense256``, 2 threads, float32, median,
+on the shared 2-core Zen 4 machine while other jobs ran): dense64 (8, 64, 56, 56) forward
+0.66x torch's F.conv2d time (0.70x channels_last), forward + backward 0.70x (0.77x);
+dense256 (8, 256, 14, 14) forward 0.76x (0.77x), forward + backward 0.87x (0.87x). The
+transform-domain GEMMs (torch.bmm, MKL) are 60-70% of the time; the rest is the NHWC
+copy of x, U, and the transforms.
 """
 
 from __future__ import annotations
@@ -54,6 +72,7 @@ from math import lcm
 import torch
 import torch.nn.functional as F
 
+from . import _winograd_kernels as _k
 from . import im2col
 
 # F(2x2, 3x3), arXiv:1509.09308 section 4.1 (points 0, 1, -1, inf).
@@ -74,6 +93,7 @@ _F4 = {
 TABLES = {2: _F2, 4: _F4}
 #: bytes of transformed input per chunk: keeps V, M and the output tile in L2/L3 cache
 _CHUNK_BYTES = 6 << 20
+FUSED_ZERO_PADDING = True   # handed the unpadded input and spec.padding for zeros
 
 
 def toom_cook_matrices(points, m: int, r: int):
@@ -159,42 +179,66 @@ def _mats(m, dtype, device):
     return [torch.tensor(t[k], dtype=real, device=device).to(dtype) for k in ("BT", "G", "AT")]
 
 
+def _kron_g(m, dtype, device):
+    """(alpha^2, 9): row (p, q), column (i, j) is G[p, i] G[q, j], so vec(U) = K vec(g)."""
+    g = torch.tensor(TABLES[m]["G"], dtype=torch.float64)
+    return torch.kron(g, g).to(dtype=dtype, device=device)
+
+
 def transform_weight(w, groups: int, m: int):
-    """U = G g G^T for every (out, in) pair: ``(alpha^2, G, Og, Cg)``."""
+    """U = G g G^T for every (out, in) pair: ``(alpha^2, G, Og, Cg)``.
+
+    Example:
+        >>> transform_weight(torch.ones(4, 2, 3, 3), 2, 4).shape
+        torch.Size([36, 2, 2, 2])
+    """
     c_out, cg = w.shape[:2]
-    _, gm, _ = _mats(m, w.dtype, w.device)
     a = m + 2
-    # the small matrix always on the left of one long GEMM (BLAS is slow on K = 3 columns)
-    u = gm @ w.permute(2, 0, 1, 3).reshape(3, -1)                  # (a, C_out*Cg*3)  rows
-    u = gm @ u.view(a, c_out, cg, 3).permute(3, 0, 1, 2).reshape(3, -1)  # (a_q, a_p*O*Cg)
-    return u.view(a, a, c_out, cg).transpose(0, 1).reshape(a * a, groups, c_out // groups, cg)
+    u = _kron_g(m, w.dtype, w.device) @ w.reshape(c_out * cg, 9).t()    # (a*a, O*Cg)
+    return u.view(a * a, groups, c_out // groups, cg)
 
 
-def winograd_conv(x, w, groups: int = 1, m: int = 4):
-    """Valid 3x3 stride-1 correlation of ``x`` with ``w`` by Winograd F(m x m, 3 x 3).
+def _fast(*ts) -> bool:
+    """Whether the compiled CPU transforms apply (real float32/float64 on the CPU)."""
+    return all(t.device.type == "cpu" and t.dtype in _k.DTYPES for t in ts)
+
+
+def winograd_conv(x, w, groups: int = 1, m: int = 4, padding=(0, 0, 0, 0)):
+    """3x3 stride-1 correlation of ``x`` zero-padded by ``padding`` by Winograd F(m x m, 3 x 3).
 
     Args:
-        x: ``(N, C_in, Hp, Wp)`` (already padded), real or complex, any strides.
+        x: ``(N, C_in, H, W)``, real or complex, any strides, any device.
         w: ``(C_out, C_in / groups, 3, 3)``.
         groups: channel groups.
         m: 2 for F(2x2, 3x3) or 4 for F(4x4, 3x3).
+        padding: zeros ``(top, bottom, left, right)``; negative values crop.
 
     Returns:
-        ``(N, C_out, Hp - 2, Wp - 2)``.
+        ``(N, C_out, H + top + bottom - 2, W + left + right - 2)``.
 
     Raises:
         ValueError: m is not 2 or 4, or the kernel is not 3x3.
 
     Example:
         >>> x, w = torch.randn(1, 2, 9, 9), torch.randn(3, 2, 3, 3)
-        >>> y = winograd_conv(x, w, m=4)
-        >>> torch.allclose(y, F.conv2d(x, w), atol=1e-4)
+        >>> y = winograd_conv(x, w, m=4, padding=(1, 1, 0, 2))
+        >>> torch.allclose(y, F.conv2d(F.pad(x, (0, 2, 1, 1)), w), atol=1e-4)
         True
     """
     if m not in TABLES:
         raise ValueError(f"winograd_conv: m must be 2 or 4, but got {m}")
     if tuple(w.shape[-2:]) != (3, 3):
         raise ValueError(f"winograd_conv: kernel must be 3x3, but got {tuple(w.shape[-2:])}")
+    if _fast(x, w):
+        return _k.conv(x, w, groups, m, tuple(padding))
+    top, bottom, left, right = padding
+    if any(padding):
+        x = F.pad(x, (left, right, top, bottom))
+    return _torch_conv(x, w, groups, m)
+
+
+def _torch_conv(x, w, groups, m):
+    """Valid correlation by torch ops on views (CUDA, complex, other dtypes)."""
     n, c, hp, wp = x.shape
     c_out = w.shape[0]
     a, oh, ow = m + 2, hp - 2, wp - 2
@@ -232,32 +276,113 @@ def winograd_conv(x, w, groups: int = 1, m: int = 4):
     return out
 
 
+
+# --------------------------------------------------------------------------------------
+# compiled CPU path: one pass in, one batched GEMM, one pass out (per chunk of samples)
+# --------------------------------------------------------------------------------------
+
+
+def _compiled_du(x, gy, groups, pads, m):
+    """dU[p] = sum over tiles of (A dY A^T)[p]^T (B^T d B)[p]: ``(alpha^2, G, Og, Cg)``.
+
+    Small dU (few channels): jobs over rows of tiles, each transforming its tiles and
+    adding its GEMMs into its own partial dU. Large dU: first the transforms of all tiles
+    (parallel over rows of tiles), then one GEMM per position over every tile (parallel
+    over positions), with no partial sums to add.
+    """
+    n, c = x.shape[:2]
+    c_out, oh, ow = gy.shape[1:]
+    top, _, left, _ = pads
+    a, th, tw = m + 2, -(-oh // m), -(-ow // m)
+    og, cg = c_out // groups, c // groups
+    kin, _, kgrad, _ = _k.KINDS[m]
+    xa, ga = _k._nhwc(x), _k._nhwc(gy, "g")
+    tile_bytes = a * a * (c + c_out) * x.element_size()
+    rows = n * th
+
+    def grads(v, g):                                                   # (P, G, Og, Cg)
+        p, t = v.shape[:2]
+        return torch.matmul(torch.from_numpy(g).view(p, t, groups, og).permute(0, 2, 3, 1),
+                            torch.from_numpy(v).view(p, t, groups, cg).transpose(1, 2))
+
+    if a * a * c_out * cg * x.element_size() * 4 <= _k._JOB_BYTES:
+        def job(r0, r1):
+            t = (r1 - r0) * tw
+            v = _k._scratch("v", (a * a, t, c), x.dtype)
+            g = _k._scratch("m", (a * a, t, c_out), x.dtype)
+            _k.tiles_in(xa, kin, a, m, top, left, th, tw, v, r0, r1, r0)
+            _k.tiles_in(ga, kgrad, m, m, 0, 0, th, tw, g, r0, r1, r0)
+            return grads(v, g)
+        du = sum(_k._run_jobs(job, rows, tw, tile_bytes))
+    else:
+        t_all = rows * tw
+        v = _k._scratch("v", (a * a, t_all, c), x.dtype)
+        g = _k._scratch("m", (a * a, t_all, c_out), x.dtype)
+
+        def transforms(r0, r1):
+            _k.tiles_in(xa, kin, a, m, top, left, th, tw, v, r0, r1, 0)
+            _k.tiles_in(ga, kgrad, m, m, 0, 0, th, tw, g, r0, r1, 0)
+        _k._run_jobs(transforms, rows, tw, tile_bytes)
+        du = torch.empty(a * a, groups, og, cg, dtype=x.dtype)
+
+        def gemms(p0, p1):
+            du[p0:p1] = grads(v[p0:p1], g[p0:p1])
+        workers = _k._workers(a * a)
+        _k._parallel(gemms, _k._spans(a * a, a * a, workers), workers)
+    return du
+
+
 def forward(x, w, spec):
-    oh, ow = x.shape[-2] - 2, x.shape[-1] - 2
-    return winograd_conv(x, w, spec.groups, tile_size(oh, ow))
+    top, bottom, left, right = spec.padding
+    oh, ow = x.shape[-2] + top + bottom - 2, x.shape[-1] + left + right - 2
+    return winograd_conv(x, w, spec.groups, tile_size(oh, ow), spec.padding)
 
 
 def grad_input(grad_out, w, spec, x_shape):
-    # dX = full correlation of dY with the rotated kernel, in/out channels swapped
+    """dX (of the unpadded input) = full correlation of dY with the rotated kernel.
+
+    The full correlation pads dY by 2 on every side; the input's own padding crops it,
+    so dY is zero-padded by ``2 - pad`` per side (negative: cropped).
+    """
     c_out, cg, kh, kw = w.shape
     g = spec.groups
     wt = w.flip(-2, -1).reshape(g, c_out // g, cg, kh, kw).transpose(1, 2)
     wt = wt.reshape(g * cg, c_out // g, kh, kw)                   # (C_in, Og, 3, 3)
-    gp = F.pad(grad_out, (2, 2, 2, 2))                            # (N, C_out, oH+4, oW+4)
-    hp, wp = x_shape[-2:]
-    return winograd_conv(gp, wt, g, tile_size(hp, wp))
+    pads = tuple(2 - p for p in spec.padding)
+    return winograd_conv(grad_out, wt, g, tile_size(*x_shape[-2:]), pads)
 
 
 def grad_weight(x, grad_out, spec, w_shape):
+    """dW by Winograd when compiled (``G^T [sum_tiles (A dY A^T) * (B^T d B)] G``), else im2col."""
+    if _fast(x, grad_out):
+        m = tile_size(*grad_out.shape[-2:])
+        du = _compiled_du(x, grad_out, spec.groups, spec.padding, m)     # (P, G, Og, Cg)
+        dw = _kron_g(m, x.dtype, x.device).t() @ du.reshape((m + 2) ** 2, -1)  # (9, O*Cg)
+        return dw.t().reshape(w_shape)
+    if any(spec.padding):
+        top, bottom, left, right = spec.padding
+        x, spec = F.pad(x, (left, right, top, bottom)), spec.after_padding()
     return im2col.grad_weight(x, grad_out, spec, w_shape)
 
 
 def cost(spec, dtype, device):
+    """Estimated seconds for the forward pass: GEMM flops plus the values transformed.
+
+    Compiled path (2 threads, float32, measured on the 2-core Zen 4 machine): GEMMs at
+    ~140 GFLOP/s, ~0.18 ns per value of V and M, 0.2 ns per input value (NHWC copy),
+    0.3 ns per value of U, 0.3 us per tile (short channel vectors), 0.2 ms per call (the
+    worker threads; measured under load, scaled). The torch-op path moves each
+    transformed value about six times.
+    """
     oh, ow = spec.out_h, spec.out_w
     m = tile_size(oh, ow)
     a2 = (m + 2) ** 2
     tiles = spec.n * -(-oh // m) * -(-ow // m)
     cg, og = spec.c_in // spec.groups, spec.c_out // spec.groups
     gemm = 2 * a2 * tiles * spec.groups * cg * og
-    moved = a2 * tiles * (spec.c_in + spec.c_out) * 4 * 3
-    return gemm / 200e9 + moved / 8e9 + 4e-5
+    values = a2 * tiles * (spec.c_in + spec.c_out)
+    if torch.device(device).type == "cpu" and dtype in _k.DTYPES:
+        scale = 2.0 if dtype == torch.float64 else 1.0
+        return scale * (gemm / 140e9 + values * 1.8e-10 + spec.n * spec.c_in * spec.h * spec.w
+                        * 2e-10 + a2 * spec.c_out * cg * 3e-10 + tiles * 3e-7) + 2e-4
+    return gemm / 200e9 + values * 4 * 3 / 8e9 + 4e-5
