@@ -30,6 +30,24 @@ PADDED = {
     "narrower-than-kernel": ((1, 1, 3, 2), (1, 1, 5, 7), {"padding": (2, 4)}),
     "7x7-long": ((1, 2, 9, 300), (2, 2, 7, 7), {"padding": ((3, 1), (4, 2))}),
     "same-d3-long": ((1, 1, 10, 300), (1, 1, 3, 3), {"padding": "same", "dilation": 3}),
+    # long rows, in place: pairs of output rows share input rows (dH = 1), odd row counts
+    "row-pairs-long": ((2, 1, 11, 270), (3, 1, 5, 5), {"padding": ((2, 1), (2, 2))}),
+    "row-pairs-groups": ((1, 4, 9, 259), (4, 2, 4, 3), {"padding": ((3, 0), (1, 1)),
+                                                       "groups": 2}),
+}
+# short rows, stride 1: each task pads its block of every channel itself (no NumPy pad)
+FLAT = {
+    "lenet": ((3, 1, 28, 28), (6, 1, 5, 5), {"padding": 2}),
+    "c1-odd-outputs": ((1, 1, 13, 11), (5, 1, 3, 5), {"padding": ((2, 0), (1, 3))}),
+    "depthwise-7x7-odd": ((2, 5, 15, 13), (5, 1, 7, 7), {"padding": 3, "groups": 5}),
+    "depthwise-x2": ((1, 3, 9, 10), (6, 1, 3, 3), {"padding": (1, 2), "groups": 3}),
+    "dilated": ((2, 2, 12, 14), (3, 2, 3, 3), {"padding": 2, "dilation": (2, 1)}),
+    "block-cap": ((1, 128, 20, 28), (3, 128, 3, 3), {"padding": 1}),
+    "pad>kernel": ((1, 2, 5, 6), (3, 2, 2, 2), {"padding": ((4, 0), (0, 5))}),
+    "stride2-falls-back": ((2, 3, 15, 17), (4, 3, 3, 3), {"padding": 1, "stride": 2}),
+    # enough planes for tasks of several output channels: pairs, then an odd one out
+    "channel-pairs": ((32, 1, 12, 10), (5, 1, 3, 3), {"padding": 1}),
+    "channel-pairs-groups": ((16, 4, 9, 11), (6, 2, 3, 3), {"padding": (1, 0), "groups": 2}),
 }
 DTYPES = [torch.float32, torch.float64]
 
@@ -59,9 +77,9 @@ def _torch_grads(x, w, b, kw, g):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", list(CASES) + list(PADDED))
+@pytest.mark.parametrize("case", list(CASES) + list(PADDED) + list(FLAT))
 def test_conv2d_and_autograd_match_torch(case, dtype):
-    xs, ws, kw = {**CASES, **PADDED}[case]
+    xs, ws, kw = {**CASES, **PADDED, **FLAT}[case]
     x = torch.randn(xs, dtype=dtype, requires_grad=True)
     w = torch.randn(ws, dtype=dtype, requires_grad=True)
     b = torch.randn(ws[0], dtype=dtype, requires_grad=True)
@@ -75,10 +93,10 @@ def test_conv2d_and_autograd_match_torch(case, dtype):
     assert_close(b.grad, gbe, msg=f"{case} grad bias")
 
 
-@pytest.mark.parametrize("case", list(CASES) + list(PADDED))
+@pytest.mark.parametrize("case", list(CASES) + list(PADDED) + list(FLAT))
 def test_module_functions_match_torch_nn_grad(case):
     """The fused interface (unpadded x, spec.padding to apply) and the pre-padded one."""
-    xs, ws, kw = {**CASES, **PADDED}[case]
+    xs, ws, kw = {**CASES, **PADDED, **FLAT}[case]
     spec = make_spec("conv2d", xs, ws, **kw)
     top, bottom, left, right = spec.padding
     x, w = torch.randn(xs, dtype=torch.float64), torch.randn(ws, dtype=torch.float64)
@@ -217,3 +235,74 @@ def test_honours_torch_thread_count():
         assert numba.get_num_threads() == 1
     finally:
         torch.set_num_threads(old)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_short_rows_views_and_batch_one(dtype):
+    """Strided, transposed and channels-last views, and one sample, on the flat kernels."""
+    base = torch.randn(2, 3, 30, 58, dtype=dtype)
+    for x, w, kw in ((base[:1, :1, ::2, 1::2], torch.randn(6, 1, 5, 5, dtype=dtype),
+                      {"padding": 2}),
+                     (base[:, :, :, :27].transpose(2, 3), torch.randn(3, 1, 7, 7, dtype=dtype),
+                      {"padding": 3, "groups": 3}),
+                     (base.to(memory_format=torch.channels_last)[:1],
+                      torch.randn(4, 3, 3, 3, dtype=dtype), {"padding": (0, 1)})):
+        xg, wg = x.clone().requires_grad_(), w.clone().requires_grad_()
+        y = convforge.conv2d(xg, wg, algorithm=NAME, **kw)
+        g = torch.randn_like(y)
+        y.backward(g)
+        assert_close(y, F.conv2d(x, w, **kw), msg=str(tuple(x.shape)))
+        assert_close(xg.grad, torch.nn.grad.conv2d_input(x.shape, w, g, **kw))
+        assert_close(wg.grad, torch.nn.grad.conv2d_weight(x, w.shape, g, **kw))
+
+
+def test_short_rows_few_tasks_split_output_channels():
+    """One sample, one row block: output channels are split over tasks (singles, no pairs)."""
+    spec = make_spec("conv2d", (1, 2, 10, 12), (16, 2, 3, 3), padding=1)
+    assert direct._flat_plan(1, 16, 2, 10, 14, 2, 10)[1] == 1      # one channel per task
+    assert direct._flat_plan(256, 6, 1, 28, 32, 4, 28) == (28, 6)  # LeNet: 3 pairs a task
+    assert direct._flat_plan(32, 5, 1, 12, 12, 2, 12)[1] == 3      # "channel-pairs": 2 + 1
+    assert direct._flat_plan(32, 3, 2, 9, 13, 2, 9)[1] == 2        # its grouped variant
+    x, w = torch.randn(1, 2, 10, 12), torch.randn(16, 2, 3, 3)
+    assert_close(direct.forward(x, w, spec), F.conv2d(x, w, padding=1))
+
+
+@pytest.mark.parametrize("width", [28, 300])                  # flat kernel; long rows
+def test_inf_in_input_propagates_as_in_torch(width):
+    """The flat weight gradient pads gradient rows with zero tails that meet real input
+    columns; blocks with Inf or NaN are summed row by row, so 0 * inf never enters a sum
+    (taps that never reach the Inf stay finite, as in torch)."""
+    x = torch.randn(2, 1, 9, width)
+    x[0, 0, 3, width - 1] = float("inf")                      # the last column: tails
+    x[1, 0, 6, 0] = float("inf")                              # the first: wrapped tails
+    w = torch.rand(5, 1, 5, 5) + 0.1
+    g = torch.rand(2, 5, 9, width) + 0.1
+    ours = convforge.conv2d_weight(x, w.shape, g, padding=2, algorithm=NAME)
+    ref = torch.nn.grad.conv2d_weight(x, w.shape, g, padding=2)
+    assert torch.equal(ours.isnan(), ref.isnan())
+    assert torch.equal(ours.isinf(), ref.isinf())
+    fin = ref.isfinite()
+    assert_close(ours[fin], ref[fin], msg="finite entries")
+    y = convforge.conv2d(x, w, padding=2, algorithm=NAME)
+    ye = F.conv2d(x, w, padding=2)
+    assert torch.equal(y.isnan(), ye.isnan()) and torch.equal(y.isinf(), ye.isinf())
+
+
+def test_inf_and_nan_on_depthwise_short_rows_as_in_torch():
+    """Depthwise short rows pair output rows, the unshared input rows with weight 0: a
+    block holding Inf or NaN is summed exactly instead (forward and grad_input)."""
+    x = torch.randn(2, 3, 11, 13)
+    x[0, 1, 4, 6] = float("inf")
+    x[1, 2, 0, 12] = float("nan")
+    w = torch.rand(3, 1, 3, 3) + 0.1
+    y = convforge.conv2d(x, w, padding=1, groups=3, algorithm=NAME)
+    ye = F.conv2d(x, w, padding=1, groups=3)
+    g = torch.rand_like(ye) + 0.1
+    g[0, 0, 5, 5] = float("inf")
+    gi = convforge.conv2d_input(x.shape, w, g, padding=1, groups=3, algorithm=NAME)
+    gie = torch.nn.grad.conv2d_input(x.shape, w, g, padding=1, groups=3)
+    for ours, ref in ((y, ye), (gi, gie)):
+        assert torch.equal(ours.isnan(), ref.isnan())
+        assert torch.equal(ours.isinf(), ref.isinf())
+        fin = ref.isfinite()
+        assert_close(ours[fin], ref[fin], msg="finite entries")

@@ -91,6 +91,80 @@ def _correlate_strided(o, a, base, offs, wts, length, step):
             o[x] += w0 * p0[x * step]
 
 
+@njit(cache=True, fastmath=_FM_FWD)
+def _pair8(o0, o1, a, base, offs, w0, w1, t, length, first):
+    """o0[x], o1[x] (+)= 8 taps of two weight lists over the same inputs, one pass."""
+    u0, u1, u2, u3 = w0[t], w0[t + 1], w0[t + 2], w0[t + 3]
+    u4, u5, u6, u7 = w0[t + 4], w0[t + 5], w0[t + 6], w0[t + 7]
+    v0, v1, v2, v3 = w1[t], w1[t + 1], w1[t + 2], w1[t + 3]
+    v4, v5, v6, v7 = w1[t + 4], w1[t + 5], w1[t + 6], w1[t + 7]
+    p0, p1 = a[base + offs[t]:], a[base + offs[t + 1]:]
+    p2, p3 = a[base + offs[t + 2]:], a[base + offs[t + 3]:]
+    p4, p5 = a[base + offs[t + 4]:], a[base + offs[t + 5]:]
+    p6, p7 = a[base + offs[t + 6]:], a[base + offs[t + 7]:]
+    for x in range(length):
+        q0, q1, q2, q3 = p0[x], p1[x], p2[x], p3[x]
+        q4, q5, q6, q7 = p4[x], p5[x], p6[x], p7[x]
+        s0 = (u0 * q0 + u1 * q1 + u2 * q2 + u3 * q3) + (u4 * q4 + u5 * q5 + u6 * q6 + u7 * q7)
+        s1 = (v0 * q0 + v1 * q1 + v2 * q2 + v3 * q3) + (v4 * q4 + v5 * q5 + v6 * q6 + v7 * q7)
+        if first:
+            o0[x] = s0
+            o1[x] = s1
+        else:
+            o0[x] += s0
+            o1[x] += s1
+
+
+@njit(cache=True, fastmath=_FM_FWD)
+def _pair4(o0, o1, a, base, offs, w0, w1, t, length, first):
+    u0, u1, u2, u3 = w0[t], w0[t + 1], w0[t + 2], w0[t + 3]
+    v0, v1, v2, v3 = w1[t], w1[t + 1], w1[t + 2], w1[t + 3]
+    p0, p1 = a[base + offs[t]:], a[base + offs[t + 1]:]
+    p2, p3 = a[base + offs[t + 2]:], a[base + offs[t + 3]:]
+    for x in range(length):
+        q0, q1, q2, q3 = p0[x], p1[x], p2[x], p3[x]
+        s0 = u0 * q0 + u1 * q1 + u2 * q2 + u3 * q3
+        s1 = v0 * q0 + v1 * q1 + v2 * q2 + v3 * q3
+        if first:
+            o0[x] = s0
+            o1[x] = s1
+        else:
+            o0[x] += s0
+            o1[x] += s1
+
+
+@njit(cache=True, fastmath=_FM_FWD)
+def _pair1(o0, o1, a, base, offs, w0, w1, t, length, first):
+    u0, v0 = w0[t], w1[t]
+    p0 = a[base + offs[t]:]
+    for x in range(length):
+        q0 = p0[x]
+        if first:
+            o0[x] = u0 * q0
+            o1[x] = v0 * q0
+        else:
+            o0[x] += u0 * q0
+            o1[x] += v0 * q0
+
+
+@njit(cache=True, fastmath=_FM_FWD)
+def _correlate_run2(o0, o1, a, base, offs, w0, w1, length, first):
+    """``_correlate_run`` for two outputs sharing their input taps: each load feeds both
+    (two output channels, or two output rows: half the loads per multiply-add)."""
+    nt = offs.shape[0]
+    t = 0
+    while t < nt:
+        if nt - t >= 8:
+            _pair8(o0, o1, a, base, offs, w0, w1, t, length, first and t == 0)
+            t += 8
+        elif nt - t >= 4:
+            _pair4(o0, o1, a, base, offs, w0, w1, t, length, first and t == 0)
+            t += 4
+        else:
+            _pair1(o0, o1, a, base, offs, w0, w1, t, length, first and t == 0)
+            t += 1
+
+
 @njit(cache=True)
 def _tap_offsets(kh, kw, dh, dw, wp):
     offs = np.empty(kh * kw, np.int64)
@@ -101,12 +175,9 @@ def _tap_offsets(kh, kw, dh, dw, wp):
 
 
 @njit(parallel=True, cache=True, fastmath=_FM_FWD)
-def _forward_kernel(x, w, out, sh, sw, dh, dw, groups, rows, flat):
-    """out = valid correlation; tasks are (n, o, block of `rows` output rows).
-
-    flat (stride 1 only): a block is one run over the input's row layout into a scratch
-    buffer (short rows); otherwise every output row is its own run, written in place.
-    """
+def _forward_kernel(x, w, out, sh, sw, dh, dw, groups, rows):
+    """out = valid correlation of x (already padded); tasks are (n, o, block of `rows`
+    output rows), every output row its own run, written in place (long rows)."""
     n, c_in, hp, wp = x.shape
     c_out, cg, kh, kw = w.shape
     oh, ow = out.shape[2], out.shape[3]
@@ -122,36 +193,44 @@ def _forward_kernel(x, w, out, sh, sw, dh, dw, groups, rows, flat):
         p = task // nblk                          # n * C_out + o
         o = p % c_out
         first = (p // c_out) * c_in + (o // og) * cg
-        y0 = b * rows
-        y1 = min(oh, y0 + rows)
-        if flat:
-            length = (y1 - y0 - 1) * wp + ow
-            buf = np.empty(length, x.dtype)
+        for y in range(b * rows, min(oh, b * rows + rows)):
+            row = of[p, y * ow:(y + 1) * ow]
+            if sw > 1:
+                row[:] = 0
             for c in range(cg):
-                _correlate_run(buf, xf[first + c], y0 * wp, offs,
-                               wf[o, c * ntap:(c + 1) * ntap], length, c == 0)
-            for r in range(y1 - y0):
-                of[p, (y0 + r) * ow:(y0 + r + 1) * ow] = buf[r * wp:r * wp + ow]
-        else:
-            for y in range(y0, y1):
-                row = of[p, y * ow:(y + 1) * ow]
-                if sw > 1:
-                    row[:] = 0
-                for c in range(cg):
-                    wts = wf[o, c * ntap:(c + 1) * ntap]
-                    if sw == 1:
-                        _correlate_run(row, xf[first + c], y * sh * wp, offs, wts, ow, c == 0)
-                    else:
-                        _correlate_strided(row, xf[first + c], y * sh * wp, offs, wts, ow, sw)
+                wts = wf[o, c * ntap:(c + 1) * ntap]
+                if sw == 1:
+                    _correlate_run(row, xf[first + c], y * sh * wp, offs, wts, ow, c == 0)
+                else:
+                    _correlate_strided(row, xf[first + c], y * sh * wp, offs, wts, ow, sw)
 
 
 @njit(cache=True)
-def _fill_block(buf, a, r0, nr, h, wd, wp, top, left):
-    """buf[q * wp + u] = input a (h, wd flattened) zero-padded, at row r0 + q, column u."""
+def _all_finite(a, n):
+    """True when a[:n] holds no Inf or NaN: no exponent field of all ones (integer test,
+    vectorised; a float sum of ``v - v`` would be one long dependency chain)."""
+    bad = 0
+    if a.itemsize == 4:
+        u = a[:n].view(np.uint32)
+        e = np.uint32(0x7F800000)
+        for k in range(n):
+            bad += (u[k] & e) == e
+    else:
+        v = a[:n].view(np.uint64)
+        f = np.uint64(0x7FF0000000000000)
+        for k in range(n):
+            bad += (v[k] & f) == f
+    return bad == 0
+
+
+@njit(cache=True)
+def _fill_block(buf, a, r0, nr, step, h, wd, wp, top, left):
+    """buf[q * wp + u] = input a (h, wd flattened) zero-padded, at row r0 + q step, column u
+    (q < nr)."""
     lo = min(left, wp)
     cols = max(0, min(wd, wp - lo))
     for q in range(nr):
-        r = r0 + q - top
+        r = r0 + q * step - top
         dst = buf[q * wp:(q + 1) * wp]
         if r < 0 or r >= h or cols == 0:
             dst[:] = 0
@@ -191,7 +270,7 @@ def _forward_padded_kernel(x, w, out, top, left, sh, sw, dh, dw, groups, rows):
         nr = (y1 - y0 - 1) * sh + (kh - 1) * dh + 1       # padded rows the block reads
         buf = np.empty(nr * wp, x.dtype)
         for c in range(cg):
-            _fill_block(buf, xf[first + c], y0 * sh, nr, h, wd, wp, top, left)
+            _fill_block(buf, xf[first + c], y0 * sh, nr, 1, h, wd, wp, top, left)
             wts = wf[o, c * ntap:(c + 1) * ntap]
             for y in range(y0, y1):
                 row = of[p, y * ow:(y + 1) * ow]
@@ -202,64 +281,6 @@ def _forward_padded_kernel(x, w, out, top, left, sh, sw, dh, dw, groups, rows):
                     if c == 0:
                         row[:] = 0
                     _correlate_strided(row, buf, base, offs, wts, ow, sw)
-
-
-@njit(parallel=True, cache=True, fastmath=_FM_FWD)
-def _forward_border_kernel(x, w, out, top, left, dh, dw, groups, rows):
-    """As ``_forward_padded_kernel`` for stride 1, reading x in place (small kernels).
-
-    Per output row only the tap rows inside x take part; their columns are cut to where
-    every tap lies inside x (the vector loop of ``_correlate_run``); the few border
-    columns on either side are summed tap by tap with bounds checks.
-    """
-    n, c_in, h, wd = x.shape
-    c_out, cg, kh, kw = w.shape
-    oh, ow = out.shape[2], out.shape[3]
-    og = c_out // groups
-    ntap = kh * kw
-    xf = x.reshape((n * c_in, h * wd))
-    of = out.reshape((n * c_out, oh * ow))
-    wf = w.reshape((c_out, cg * ntap))
-    x_lo = min(left, ow)                                  # interior: all taps inside x
-    x_hi = max(x_lo, min(ow, wd + left - (kw - 1) * dw))
-    nblk = (oh + rows - 1) // rows
-    for task in prange(n * c_out * nblk):
-        b = task % nblk
-        p = task // nblk                                  # n * C_out + o
-        o = p % c_out
-        first = (p // c_out) * c_in + (o // og) * cg
-        offs = np.empty(ntap, np.int64)
-        wts = np.empty(ntap, x.dtype)
-        for y in range(b * rows, min(oh, b * rows + rows)):
-            row = of[p, y * ow:(y + 1) * ow]
-            i_lo = (top - y + dh - 1) // dh if top > y else 0     # tap rows inside x
-            i_hi = min(kh, (h - 1 + top - y) // dh + 1) if h - 1 + top - y >= 0 else 0
-            started = False
-            for c in range(cg):
-                nt = 0
-                for i in range(i_lo, i_hi):
-                    for j in range(kw):
-                        offs[nt] = (y + i * dh - top) * wd + j * dw - left
-                        wts[nt] = wf[o, c * ntap + i * kw + j]
-                        nt += 1
-                if nt > 0 and x_hi > x_lo:
-                    _correlate_run(row[x_lo:x_hi], xf[first + c], x_lo, offs[:nt], wts[:nt],
-                                   x_hi - x_lo, not started)
-                    started = True
-            if not started:
-                row[x_lo:x_hi] = 0
-            for k in range(x_lo + ow - x_hi):             # border columns, tap by tap
-                xx = k if k < x_lo else x_hi + k - x_lo
-                s = 0.0                                   # float64 sum of few taps
-                for c in range(cg):
-                    a = xf[first + c]
-                    for i in range(i_lo, i_hi):
-                        r = (y + i * dh - top) * wd
-                        for j in range(kw):
-                            col = xx + j * dw - left
-                            if 0 <= col < wd:
-                                s += wf[o, c * ntap + i * kw + j] * a[r + col]
-                row[xx] = s
 
 
 @njit(cache=True, fastmath=_FM_DOT)
@@ -349,7 +370,10 @@ def _spread_kernel(g, out, oy, ox, sh, sw):
 
 
 @njit(parallel=True, cache=True, fastmath=_FM_DOT)
-def _grad_weight_kernel(x, g, partial, kh, kw, sh, sw, dh, dw, groups, rows, flat):
+def _grad_weight_kernel(x, g, partial, kh, kw, sh, sw, dh, dw, groups, rows):
+    """partial[o * Cg + c', chunk, t]: a chunk's share of grad_weight, x already padded;
+    tasks are ((o, c') pair, chunk of (sample, row block) units), one dot per row (long
+    rows or stride > 1)."""
     n, c_in, hp, wp = x.shape
     c_out, oh, ow = g.shape[1], g.shape[2], g.shape[3]
     npair, nchunk, ntap = partial.shape
@@ -366,17 +390,10 @@ def _grad_weight_kernel(x, g, partial, kh, kw, sh, sw, dh, dw, groups, rows, fla
         o = pair // cg
         c = (o // og) * cg + pair % cg
         acc = partial[pair, chunk]
-        gbuf = np.zeros(rows * wp if flat else 1, x.dtype)
         for u in range(chunk * units // nchunk, (chunk + 1) * units // nchunk):
             ni = u // nblk
             y0 = (u % nblk) * rows
-            y1 = min(oh, y0 + rows)
             grow = gf[ni * c_out + o]
             a = xf[ni * c_in + c]
-            if flat:
-                for r in range(y1 - y0):          # g rows laid out wp apart, zero tails
-                    gbuf[r * wp:r * wp + ow] = grow[(y0 + r) * ow:(y0 + r + 1) * ow]
-                _dots(acc, gbuf, a, y0 * wp, offs, (y1 - y0 - 1) * wp + ow, 1)
-            else:
-                for y in range(y0, y1):
-                    _dots(acc, grow[y * ow:(y + 1) * ow], a, y * sh * wp, offs, ow, sw)
+            for y in range(y0, min(oh, y0 + rows)):
+                _dots(acc, grow[y * ow:(y + 1) * ow], a, y * sh * wp, offs, ow, sw)

@@ -12,21 +12,25 @@ input contiguously (SIMD-friendly), eight kernel taps per pass into the output i
                         out[y, x] += w_t0 * in[y*sH + off_t0 + x] + ... + w_t7 * ...
 
 Eight taps per pass keep the output row's loads and stores to one per 8 multiply-adds
-(a 3x3 filter is two passes: 8 taps, then 1). With stride 1 and rows shorter than 256 a
-block of output rows is one flat run over the padded input's row layout (output (y, x)
-at ``y * Wp + x``) in a scratch buffer: the ``kW - 1`` columns past each row end are
-computed and dropped, so 56-wide rows still give long vector loops.
+(a 3x3 filter is two passes: 8 taps, then 1). Where two outputs read the same inputs, a
+pass feeds both from each load (``_correlate_run2``): pairs of output channels on short
+rows, pairs of output rows (input rows 1 .. kH - 1 are shared) on long ones and on short
+rows of depthwise layers (one input and one output channel per task).
 
 Zero padding is fused (``FUSED_ZERO_PADDING``): the input arrives unpadded with
-``spec.padding`` still to apply, and no padded copy of a large input is made:
+``spec.padding`` still to apply, and no padded copy of the input is made:
 
+* short rows, stride 1 (``_direct_small``): each task (n, group, up to 8 output channels,
+  block of output rows) fills a scratch block with the zero-padded input rows it reads,
+  every input channel of the group; the block is one flat run over that row layout
+  (output (y, x) at ``y * Wp + x``; the ``kW - 1`` columns past each row end are computed
+  and dropped), so 28- and 56-wide rows still give long vector loops, and the taps of all
+  channels form one list (6 channels x 25 taps = 150 taps, 8 per pass);
 * long rows, stride 1, ``(kW - 1) dW <= 4`` (3x3, 5x5 filters): the loop reads x in place;
   per output row only the tap rows inside x take part, the vector loop covers the columns
   where every tap is inside x, and the few border columns are summed tap by tap;
 * other long rows: each task copies the zero-padded input rows of its block of output
-  rows into a scratch block that stays in cache, then runs the row loop on it;
-* short rows (flat runs): the input is padded in one NumPy pass (border strips zeroed,
-  interior copied; NumPy reuses its heap pages, so no page faults) -- it is small.
+  rows into a scratch block that stays in cache, then runs the row loop on it.
 
 Backward passes (derivation in ``autograd.py``):
 
@@ -36,9 +40,13 @@ Backward passes (derivation in ``autograd.py``):
   only the window of the unpadded input is computed (with stride 1 and padding at most
   ``d (k - 1)`` that is the fused forward of ``grad_out`` padded by ``d (k - 1) - pad``).
 * ``grad_weight[o, c, i, j] = sum_{n,y,x} g[n,o,y,x] x[n,c, y*sH + i*dH, x*sW + j*dW]``:
-  per tap a dot product; the work is split over (o, c) pairs and chunks of rows, each
-  task writing its own partial sums, which are added at the end. It reads the
-  zero-padded input (padded in one NumPy pass, as for short rows).
+  per tap a dot product, each task writing its own partial sums, added at the end. Short
+  rows (stride 1): tasks are (input channel, chunk of samples); a task fills the padded
+  input block once and dots it with the gradient rows of every output channel of the
+  group, two at a time (``_dots2``), laid out ``Wp`` apart with zero tails, so each dot
+  product is one long run (a block holding Inf or NaN is done row by row: a zero tail
+  must not meet it). Long rows or strides: tasks are (o, c) pairs and chunks of rows, on
+  the zero-padded input (padded in one NumPy pass).
 
 Float32 and float64 on the CPU. Loops are compiled on first use (a few seconds) and cached
 on disk (``cache=True``). Numba uses ``min(torch.get_num_threads(), numba cores)`` threads.
@@ -69,17 +77,20 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from . import _direct_kernels as _k  # noqa: E402
+from . import _direct_small as _s  # noqa: E402
 from ._common import no_cuda_reason  # noqa: E402
 
 FUSED_ZERO_PADDING = True   # handed the unpadded input and spec.padding for zeros
 
 # ---- cost model constants (seconds), for dispatch; benchmarks recalibrate them. Measured
-# on the 2-core AVX-512 (Zen 4) development machine, float32, with time.process_time() on
-# one thread (the machine was shared, so wall-clock medians were unreliable) and scaled by
-# ~1.8 for two threads: 2048x2048 15x15 forward 1.9 GFLOP in 33 ms (57 GFLOP/s), a
-# 16->32-channel 3x3 layer 29 GFLOP/s, the same with stride 2 6 GFLOP/s (gathers), a
+# on the 2-core AVX-512 (Zen 4) development machine, float32 (the machine was shared, so
+# minima of interleaved runs): 2048x2048 15x15 forward 1.9 GFLOP in 33 ms (57 GFLOP/s),
+# a 16->32-channel 3x3 layer 29 GFLOP/s, the same with stride 2 6 GFLOP/s (gathers), a
 # 3x3 filter bound by memory at ~0.5 ns per output; ~16 us per call on a tiny input.
-_SECONDS_PER_FLOP = 1 / 60e9
+# Short rows with fused padding: LeNet's 1->6 5x5 layer (60 MFLOP) forward in 0.8 ms,
+# grad_input 1.2-1.5 ms, grad_weight 0.7 ms; a depthwise 7x7 layer on 8x96x56x56
+# (236 MFLOP) in 3.8 ms per pass (~65 GFLOP/s).
+_SECONDS_PER_FLOP = 1 / 65e9
 _SECONDS_PER_FLOP_STRIDED = 1 / 11e9
 _SECONDS_PER_OUTPUT = 3e-10
 _OVERHEAD = 2e-5
@@ -91,6 +102,10 @@ _FLAT_MAX_WIDTH = 256      # output rows shorter than this are computed as flat 
 _MIN_TASKS = 64            # split long-row images into at least this many tasks
 _FUSED_MAX_ROWS = 64       # output rows per block of the copy-free zero-padding kernel
 _BORDER_MAX_COLS = 4       # zero padding of narrower kernels: in place, scalar borders
+_FLAT_MAX_BLOCK = 1 << 16  # padded input block of a flat task, all channels: 256 KiB
+_FLAT_OCHUNK = 8           # output channels per flat task (each reuses the block in cache)
+_FLAT_RUN_ELEMS = 4096     # flat run of a task: a whole 56x56 plane (longer runs, fewer tasks)
+_MIN_FLAT_TASKS = 16       # fewer planes than this: shorter blocks of rows
 _BLOCK_ELEMS = 2048        # one row-block accumulator: 8 KiB float32, stays in L1
 _DTYPES = (torch.float32, torch.float64)
 
@@ -128,14 +143,28 @@ def _array(t: torch.Tensor) -> np.ndarray:
 
 
 def _plan(n_planes: int, oh: int, ow: int, wp: int, stride) -> tuple[int, bool]:
-    """(output rows per task, flat?): short rows are done as flat runs of ~_BLOCK_ELEMS;
+    """(output rows per task, flat?): short rows are done as flat runs of ~_FLAT_RUN_ELEMS;
     long rows one at a time, in place, with enough tasks to feed every thread."""
     if stride == (1, 1) and ow < _FLAT_MAX_WIDTH:
-        return max(1, min(oh, _BLOCK_ELEMS // wp)), True
+        return max(1, min(oh, _FLAT_RUN_ELEMS // wp)), True
     rows = max(1, min(oh, -(-_BLOCK_ELEMS // ow)))
     while rows > 1 and n_planes * -(-oh // rows) < _MIN_TASKS:
         rows //= 2
     return rows, False
+
+
+def _flat_plan(planes: int, og: int, cg: int, oh: int, wp: int, extra: int, rows: int):
+    """(rows, output channels) per task of the flat kernels: a task's padded block of all
+    cg channels stays within _FLAT_MAX_BLOCK elements; enough tasks for every thread."""
+    while rows > 1 and cg * (rows + extra) * wp > _FLAT_MAX_BLOCK:
+        rows = (rows + 1) // 2
+    while rows > 4 and planes * -(-oh // rows) < _MIN_FLAT_TASKS:
+        rows = (rows + 1) // 2
+    ochunk = min(og, _FLAT_OCHUNK)
+    nblk = -(-oh // rows)
+    while ochunk > 1 and planes * nblk * -(-og // ochunk) < _MIN_TASKS:
+        ochunk = (ochunk + 1) // 2
+    return rows, ochunk
 
 
 def _pad(a: np.ndarray, pads) -> np.ndarray:
@@ -167,11 +196,20 @@ def _run_forward(x, w, stride, dilation, groups, pads=(0, 0, 0, 0)):
     out = _empty((n, w.shape[0], oh, ow), x.dtype)
     _threads(out.numel() * w[0].numel())
     rows, flat = _plan(n * w.shape[0], oh, ow, wp, (sh, sw))
-    if any(pads) and not flat and stride == (1, 1) and (kw - 1) * dw <= _BORDER_MAX_COLS:
+    if flat:                          # short rows: padded blocks of every channel in cache
+        rows, ochunk = _flat_plan(n * groups, w.shape[0] // groups, w.shape[1], oh, wp,
+                                  (kh - 1) * dh, rows)
+        if ochunk == 1 and w.shape[1] == 1 and dh == 1 and kh > 1:    # depthwise
+            _s._forward_flat_rows2_kernel(_array(x), _array(w), out.numpy(), top, left, dw,
+                                          groups, rows + rows % 2 if rows < oh else rows)
+        else:
+            _s._forward_flat_kernel(_array(x), _array(w), out.numpy(), top, left, dh, dw,
+                                    groups, rows, ochunk)
+    elif any(pads) and stride == (1, 1) and (kw - 1) * dw <= _BORDER_MAX_COLS:
         rows = max(rows, min(oh, 8))                     # in place, scalar border columns
-        _k._forward_border_kernel(_array(x), _array(w), out.numpy(), top, left, dh, dw,
+        _s._forward_border_kernel(_array(x), _array(w), out.numpy(), top, left, dh, dw,
                                   groups, rows)
-    elif any(pads) and not flat:          # long rows: padded blocks in cache, no full copy
+    elif any(pads):                       # long rows: padded blocks in cache, no full copy
         # taller blocks than _plan's, so a block re-reads few rows: (kH - 1) dH extra
         rows = max(rows, min(_FUSED_MAX_ROWS, -(-4 * (kh - 1) * dh // sh)))
         while rows > 1 and n * w.shape[0] * -(-oh // rows) < _MIN_TASKS:
@@ -179,8 +217,7 @@ def _run_forward(x, w, stride, dilation, groups, pads=(0, 0, 0, 0)):
         _k._forward_padded_kernel(_array(x), _array(w), out.numpy(), top, left, sh, sw,
                                   dh, dw, groups, rows)
     else:
-        _k._forward_kernel(_padded_array(x, pads), _array(w), out.numpy(), sh, sw, dh, dw,
-                           groups, rows, flat)
+        _k._forward_kernel(_array(x), _array(w), out.numpy(), sh, sw, dh, dw, groups, rows)
     return out                                                    # (N, C_out, oH, oW)
 
 
@@ -220,24 +257,33 @@ def grad_input(grad_out, w, spec, x_shape):
 def grad_weight(x, grad_out, spec, w_shape):
     c_out, cg, kh, kw = w_shape
     n, c_in = x.shape[:2]
-    wp = spec.padded_w
     oh = grad_out.shape[-2]
-    rows, flat = _plan(n * c_out, oh, grad_out.shape[-1], wp, spec.stride)
-    units = n * (-(-oh // rows))
-    npair = c_out * cg
-    nchunk = max(1, min(units, -(-4 * _threads(grad_out.numel() * cg * kh * kw) // npair)))
-    partial = np.zeros((npair, nchunk, kh * kw),
-                       dtype=np.float32 if x.dtype == torch.float32 else np.float64)
     (sh, sw), (dh, dw) = spec.stride, spec.dilation
-    _k._grad_weight_kernel(_padded_array(x, spec.padding), _array(grad_out), partial, kh, kw,
-                           sh, sw, dh, dw, spec.groups, rows, flat)
+    rows, flat = _plan(n * c_out, oh, grad_out.shape[-1], spec.padded_w, spec.stride)
+    threads = _threads(grad_out.numel() * cg * kh * kw)
+    if flat:                # short rows: padding fused, tasks (input channel, samples)
+        rows, _ = _flat_plan(n * c_in, 1, 1, oh, spec.padded_w, (kh - 1) * dh, rows)
+        tasks = c_in
+    else:                   # tasks ((o, c) pair, samples)
+        tasks = c_out * cg
+    units = n * (-(-oh // rows))
+    nchunk = max(1, min(units, -(-4 * threads // tasks)))
+    partial = np.zeros((c_out * cg, nchunk, kh * kw),
+                       np.float32 if x.dtype == torch.float32 else np.float64)
+    if flat:
+        top, _, left, _ = spec.padding
+        _s._grad_weight_flat_kernel(_array(x), _array(grad_out), partial, top, left, kh, kw,
+                                    dh, dw, spec.groups, rows)
+    else:
+        _k._grad_weight_kernel(_padded_array(x, spec.padding), _array(grad_out), partial,
+                               kh, kw, sh, sw, dh, dw, spec.groups, rows)
     return torch.from_numpy(partial.sum(axis=1)).reshape(w_shape)
 
 
 def cost(spec, dtype, device):
     """Estimated seconds for the forward pass (flops / throughput + output + overhead).
 
-    Zero padding costs nothing extra: long rows never copy, short ones copy a small input.
+    Zero padding costs nothing extra: the forward pass makes no padded copy of the input.
     """
     rate = _SECONDS_PER_FLOP if spec.stride == (1, 1) else _SECONDS_PER_FLOP_STRIDED
     if dtype == torch.float64:
