@@ -32,7 +32,7 @@ PADDED = {
     "same-d3-long": ((1, 1, 10, 300), (1, 1, 3, 3), {"padding": "same", "dilation": 3}),
     # long rows, in place: pairs of output rows share input rows (dH = 1), odd row counts
     "row-pairs-long": ((2, 1, 11, 270), (3, 1, 5, 5), {"padding": ((2, 1), (2, 2))}),
-    "row-pairs-groups": ((1, 4, 9, 259), (4, 2, 4, 3), {"padding": ((3, 0), (1, 1)),
+    "row-pairs-groups": ((1, 4, 9, 259), (4, 2, 5, 3), {"padding": ((3, 0), (1, 1)),
                                                        "groups": 2}),
 }
 # short rows, stride 1: each task pads its block of every channel itself (no NumPy pad)

@@ -305,7 +305,7 @@ def _border_columns(row, xf, first, wrow, y, i_lo, i_hi, top, left, kh, kw, dh, 
 
 
 @njit(parallel=True, cache=True, fastmath=_FM_FWD)
-def _forward_border_kernel(x, w, out, top, left, dh, dw, groups, rows):
+def _forward_border_kernel(x, w, out, top, left, dh, dw, groups, rows, pairs):
     """Stride-1 correlation of x zero-padded by `top` rows and `left` columns, reading x
     in place (long rows, small kernels).
 
@@ -339,7 +339,7 @@ def _forward_border_kernel(x, w, out, top, left, dh, dw, groups, rows):
         y_end = min(oh, b * rows + rows)
         while y < y_end:
             row = of[p, y * ow:(y + 1) * ow]
-            if (dh == 1 and y + 1 < y_end and y >= top and y + kh - top <= h - 1
+            if (pairs and dh == 1 and y + 1 < y_end and y >= top and y + kh - top <= h - 1
                     and x_hi > x_lo):
                 row1 = of[p, (y + 1) * ow:(y + 2) * ow]
                 nt = 0

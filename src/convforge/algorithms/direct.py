@@ -102,6 +102,9 @@ _FLAT_MAX_WIDTH = 256      # output rows shorter than this are computed as flat 
 _MIN_TASKS = 64            # split long-row images into at least this many tasks
 _FUSED_MAX_ROWS = 64       # output rows per block of the copy-free zero-padding kernel
 _BORDER_MAX_COLS = 4       # zero padding of narrower kernels: in place, scalar borders
+# long rows: output row pairs sharing input rows only from this kernel height on (2048^2
+# image, 2 threads: 3x3 with pairs 3.3 ms against 1.5-2.4 without; 5x5, 7x7: no difference)
+_ROW_PAIR_MIN_KH = 5
 _FLAT_MAX_BLOCK = 1 << 16  # padded input block of a flat task, all channels: 256 KiB
 _FLAT_OCHUNK = 8           # output channels per flat task (each reuses the block in cache)
 _FLAT_RUN_ELEMS = 4096     # flat run of a task: a whole 56x56 plane (longer runs, fewer tasks)
@@ -208,7 +211,7 @@ def _run_forward(x, w, stride, dilation, groups, pads=(0, 0, 0, 0)):
     elif any(pads) and stride == (1, 1) and (kw - 1) * dw <= _BORDER_MAX_COLS:
         rows = max(rows, min(oh, 8))                     # in place, scalar border columns
         _s._forward_border_kernel(_array(x), _array(w), out.numpy(), top, left, dh, dw,
-                                  groups, rows)
+                                  groups, rows, kh >= _ROW_PAIR_MIN_KH)
     elif any(pads):                       # long rows: padded blocks in cache, no full copy
         # taller blocks than _plan's, so a block re-reads few rows: (kH - 1) dH extra
         rows = max(rows, min(_FUSED_MAX_ROWS, -(-4 * (kh - 1) * dh // sh)))
@@ -284,9 +287,15 @@ def cost(spec, dtype, device):
     """Estimated seconds for the forward pass (flops / throughput + output + overhead).
 
     Zero padding costs nothing extra: the forward pass makes no padded copy of the input.
+    Short rows run as flat runs over the padded row layout, which also computes the
+    ``dW (kW - 1)`` dropped columns past each row: the work grows by ``Wp / oW`` (2x for a
+    31-wide kernel on 28-wide rows).
     """
     rate = _SECONDS_PER_FLOP if spec.stride == (1, 1) else _SECONDS_PER_FLOP_STRIDED
     if dtype == torch.float64:
         rate *= 2
+    flops = spec.flops()
+    if spec.stride == (1, 1) and spec.out_w < _FLAT_MAX_WIDTH:
+        flops *= (spec.out_w + spec.dilation[1] * (spec.kw - 1)) / spec.out_w
     outputs = spec.n * spec.c_out * spec.out_h * spec.out_w
-    return spec.flops() * rate + outputs * _SECONDS_PER_OUTPUT + _OVERHEAD
+    return flops * rate + outputs * _SECONDS_PER_OUTPUT + _OVERHEAD
