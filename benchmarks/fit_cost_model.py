@@ -4,8 +4,10 @@ For each grid shape and each registered algorithm that "auto" may use and that s
 it, the script measures the forward and the forward + backward time (float32, 2 threads;
 algorithms timed round-robin, the minimum of 5 rounds kept: robust to other processes on
 a shared machine) and the float32 / float64 error against float64 ``F.conv2d``. Per
-algorithm and pass it fits ``log(seconds) = a + b * log(cost())`` by least squares
-(``cost()`` is the algorithm's own estimate), writes ``src/convforge/cost_model.json``
+algorithm and pass it fits non-negative weights of ``dispatch.cost_features`` (the
+algorithm's own ``cost()`` estimate, FLOPs per output row segment, input and output bytes,
+a per-call constant) minimising the squared relative error, writes
+``src/convforge/cost_model.json``
 and prints how often the fitted choice is within 10% of the fastest algorithm, in-sample and
 leave-one-out (each shape predicted by constants fitted without it).
 
@@ -21,8 +23,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.optimize import nnls
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import THREADS  # noqa: E402
@@ -105,7 +109,9 @@ def measure(grid, log=print, rounds=5, slow=1.0):
                 y = convforge.conv2d(xg, wg, algorithm=n, **kw)
                 y.backward(torch.ones_like(y))
             passes[(name, "fwd_s")], passes[(name, "train_s")] = forward, train
-        best = {key: _once(fn) for key, fn in passes.items()}          # warm-up
+        for fn in passes.values():                    # warm-up (and Numba compiles)
+            fn()
+        best = {key: _once(fn) for key, fn in passes.items()}
         for _ in range(rounds):
             for key, fn in passes.items():
                 if best[key] < slow:
@@ -124,29 +130,36 @@ def measure(grid, log=print, rounds=5, slow=1.0):
 
 
 def fit(rows, key):
-    """Least squares ``log t = a + b log cost`` per algorithm; ``{name: [a, b]}``."""
+    """Per algorithm, non-negative weights of :func:`dispatch.cost_features` minimising the
+    squared *relative* error of the predicted seconds; ``{name: {"coef": [...]}}``."""
     out = {}
     for name in sorted({r["algo"] for r in rows}):
-        pts = [(math.log(r["raw_cost"]), math.log(r[key])) for r in rows
-               if r["algo"] == name and r["raw_cost"] > 0 and math.isfinite(r["raw_cost"])]
+        pts = [r for r in rows if r["algo"] == name and r["raw_cost"] > 0
+               and math.isfinite(r["raw_cost"])]
         if not pts:
             continue
-        if len(pts) < 3:
-            out[name] = [sum(t - c for c, t in pts) / len(pts), 1.0]
-            continue
-        mc = sum(c for c, _ in pts) / len(pts)
-        mt = sum(t for _, t in pts) / len(pts)
-        var = sum((c - mc) ** 2 for c, _ in pts)
-        b = sum((c - mc) * (t - mt) for c, t in pts) / var if var > 0 else 1.0
-        b = min(max(b, 0.3), 2.0)                 # keep the law monotone and sane
-        out[name] = [mt - b * mc, b]
+        a = np.array([_features(r) for r in pts])
+        t = np.array([r[key] for r in pts])
+        coef, _ = nnls(a / t[:, None], np.ones(len(t)))
+        if not coef.any():                        # degenerate: keep the raw cost
+            coef[0] = 1.0
+        out[name] = {"coef": [float(c) for c in coef]}
     return out
+
+
+_SPECS = {}
+
+
+def _features(r):
+    if r["label"] not in _SPECS:
+        _SPECS.update({label: _spec(xs, ws, kw) for label, xs, ws, kw in GRID})
+    return dispatch.cost_features(_SPECS[r["label"]], r["raw_cost"])
 
 
 def _pick(group, table):
     def pred(r):
-        a, b = table.get(r["algo"], (0.0, 1.0))
-        return a + b * math.log(r["raw_cost"])
+        coef = table.get(r["algo"], {"coef": [1.0, 0, 0, 0, 0]})["coef"]
+        return float(np.dot(coef, _features(r)))
     return min(group, key=pred)
 
 

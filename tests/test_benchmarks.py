@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -41,13 +40,20 @@ def test_run_rejects_unknown_workload(capsys):
     assert "--only takes names" in capsys.readouterr().err
 
 
-def test_fit_recovers_a_power_law_and_scores_choices():
+def test_fit_recovers_known_weights_and_scores_choices():
+    """Synthetic times that are exact combinations of the features: the NNLS fit finds the
+    weights, and the in-sample choice is right on every shape."""
     fit = _load("fit_cost_model")
+    import convforge
+    from convforge import dispatch
     rows = []
-    for i, cost in enumerate([1e-4, 1e-3, 1e-2, 1e-1]):
-        rows.append(dict(label=f"s{i}", algo="a", raw_cost=cost, fwd_s=2.0 * cost ** 0.9))
-        rows.append(dict(label=f"s{i}", algo="b", raw_cost=cost, fwd_s=0.5 * cost ** 1.1))
+    for label, xs, ws, kw in fit.GRID[:8]:
+        spec = convforge.make_spec("conv2d", xs, ws, **kw)
+        raw = spec.flops() / 1e11
+        f = dispatch.cost_features(spec, raw)
+        rows.append(dict(label=label, algo="a", raw_cost=raw, fwd_s=2.0 * f[0] + 0.5 * f[4]))
+        rows.append(dict(label=label, algo="b", raw_cost=raw, fwd_s=1.0 * f[1] + 0.2 * f[2]))
     table = fit.fit(rows, "fwd_s")
-    assert table["a"][0] == pytest.approx(math.log(2.0)) and table["a"][1] == pytest.approx(0.9)
-    assert table["b"][1] == pytest.approx(1.1)
-    assert fit.quality(rows, "fwd_s", loo=False) == (4, 4)
+    assert table["a"]["coef"] == pytest.approx([2.0, 0, 0, 0, 0.5], abs=1e-6)
+    assert table["b"]["coef"] == pytest.approx([0, 1.0, 0.2, 0, 0], abs=1e-6)
+    assert fit.quality(rows, "fwd_s", loo=False) == (8, 8)

@@ -11,10 +11,13 @@ How it decides:
    oracle ``reference``, never torch's kernels ``torch``) whose ``supports`` says yes and
    whose measured error against the float64 oracle is within the dtype's tolerance
    (:data:`TOLERANCE`; correctness before speed).
-2. Each candidate's own ``cost()`` estimate is calibrated by a power law fitted on this
-   machine by ``benchmarks/fit_cost_model.py``: ``seconds = exp(a) * cost ** b``, one
-   ``(a, b)`` per algorithm for the forward pass and one for forward + backward (``train``).
-   An algorithm that the fit has not seen keeps its raw ``cost()``.
+2. Each candidate's prediction is a non-negative combination of the terms of
+   :func:`cost_features`: its own ``cost()`` estimate, FLOPs per output row segment
+   (short rows), input and output bytes, and a per-call constant. The weights are fitted
+   per algorithm on this machine by ``benchmarks/fit_cost_model.py`` (least squares on the
+   relative error), one set for the forward pass and one for forward + backward
+   (``train``). An algorithm the fit has not seen, or a non-CPU device, keeps its raw
+   ``cost()``.
 3. The lowest prediction wins; ties go to the earlier registry entry.
 
 ``measure=True`` instead times every candidate once for this shape (forward, or forward
@@ -25,29 +28,27 @@ candidate (elsewhere "auto" falls back to the model).
 
 Measured error, max |y - y64| / max |y64| on random normal data of the fit grid, against
 float64 ``F.conv2d`` (written by the fit into ``cost_model.json``, ``errors``; the
-figures below are from the fit of 2026-11-22 05:22 UTC on the 2-core AVX-512 machine):
+figures below are from the fit of 2026-11-22 07:02 UTC on the 2-core AVX-512 machine):
 
 ==========  ============  ============
 algorithm   float32       float64
 ==========  ============  ============
 shift       1.4e-06       8.6e-16
 im2col      1.5e-06       0.0e+00
-winograd    1.1e-05       8.5e-15
-direct      1.1e-06       9.6e-16
-fft         3.3e-07       1.2e-15
+winograd    9.7e-06       7.3e-15
+direct      1.1e-06       1.1e-15
+fft         3.4e-07       1.1e-15
 ==========  ============  ============
 
 (complex64/complex128 behave like float32/float64; float16/bfloat16 compute in float32.)
 Quality: over the fit grid (``benchmarks/fit_cost_model.py``, 26 shapes, fit of
-2026-11-22 05:22 UTC on a quiet 2-core machine) "auto" ran within 10% of the fastest of our
-algorithms on 24 of 26 shapes for the forward pass in-sample (92%) and 21/26 (81%)
-leave-one-out (each shape predicted by constants fitted without it); ranked by forward +
-backward time, 22/26 (85%) both ways. The misses (in-sample): winograd chosen for 512
-channels at 7x7 (2.1x im2col forward, 1.6x fwd+bwd: 4x4 tiles waste most of a 7x7 output),
-direct over im2col for LeNet's 6->16 layer (1.3x), im2col over direct for few-channel
-fwd+bwd (3->16: 1.4x; a 5x5 stem: 1.1x), fft over direct for a 15x15 image fwd+bwd (1.2x).
-One power law on each algorithm's own ``cost()`` cannot bend for these; per-feature
-constants inside the ``cost()`` functions would.
+2026-11-22 07:02 UTC on a quiet 2-core machine) "auto" ran within 10% of the fastest of our
+algorithms on 25 of 26 shapes for the forward pass (96%), both in-sample and leave-one-out
+(each shape predicted by weights fitted without it); ranked by forward + backward time,
+24/26 (92%) both ways. The misses: im2col over direct for a 3->32-channel 5x5 layer on
+32x32 images (1.16x forward, 1.32x fwd+bwd leave-one-out), direct over im2col for a
+32-channel 3x3 layer with batch 2 (1.26x fwd+bwd), im2col over direct for LeNet's 6->16
+layer (1.10x fwd+bwd).
 """
 
 from __future__ import annotations
@@ -119,18 +120,51 @@ def candidates(spec, dtype=torch.float32, device="cpu") -> list[str]:
             and accurate_enough(name, dtype)]
 
 
+#: the terms of the fitted model, each in seconds at a nominal rate (the fit scales them)
+FEATURES = ("cost", "row_flops", "input", "output", "call")
+
+
+def cost_features(spec, raw: float, dtype=torch.float32) -> list:
+    """The model's terms for one configuration, in nominal seconds.
+
+    ``cost``: the algorithm's own ``cost()`` estimate; ``row_flops``: FLOPs per output row
+    segment (``flops / min(out_w, 64)`` at 50 GFLOP/s: short rows cost loop overhead and
+    vector remainders); ``input`` / ``output``: bytes of the padded input and the output at
+    8 GB/s; ``call``: a fixed 100 us.
+
+    Example:
+        >>> from convforge import make_spec
+        >>> len(cost_features(make_spec("conv2d", (1, 1, 8, 8), (1, 1, 3, 3)), 1e-4))
+        5
+    """
+    size = 8 if dtype in (torch.float64, torch.complex64) else 4
+    if dtype == torch.complex128:
+        size = 16
+    inputs = spec.n * spec.c_in * spec.padded_h * spec.padded_w
+    outputs = spec.n * spec.c_out * spec.out_h * spec.out_w
+    return [raw, spec.flops() / min(spec.out_w, 64) / 50e9,
+            inputs * size / 8e9, outputs * size / 8e9, 1e-4]
+
+
 def predicted_seconds(name, spec, dtype=torch.float32, device="cpu", train=False) -> float:
-    """The calibrated cost of one algorithm: ``exp(a) * cost() ** b`` (raw cost if unfitted).
+    """The calibrated cost of one algorithm (its raw ``cost()`` where there is no fit).
+
+    The fit (``benchmarks/fit_cost_model.py``, CPU only) is a non-negative combination of
+    :func:`cost_features`; an older model file may hold a power law ``exp(a) cost^b``.
 
     Example:
         >>> from convforge import make_spec
         >>> predicted_seconds("im2col", make_spec("conv2d", (1, 1, 8, 8), (1, 1, 3, 3))) > 0
         True
     """
-    raw = REGISTRY[name].cost(spec, dtype, torch.device(device))
+    device = torch.device(device)
+    raw = REGISTRY[name].cost(spec, dtype, device)
     fit = cost_model()["train" if train else "forward"].get(name)
-    if fit is None or not math.isfinite(raw) or raw <= 0:
+    if fit is None or device.type != "cpu" or not math.isfinite(raw) or raw <= 0:
         return raw
+    if isinstance(fit, dict):
+        t = sum(c * f for c, f in zip(fit["coef"], cost_features(spec, raw, dtype)))
+        return t if t > 0 else raw
     a, b = fit
     return math.exp(a + b * math.log(raw))
 
