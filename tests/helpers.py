@@ -73,6 +73,24 @@ def check_padding_mode(algorithm, mode):
     assert_close(w.grad, wt.grad, msg=f"{mode} grad weight")
 
 
+def check_layouts(algorithm, factor=1.0):
+    """conv2d(algorithm=...) on unbatched, strided, channels_last and transposed inputs and a
+    channels_last weight, against F.conv2d."""
+    import convforge
+
+    w = torch.randn(4, 3, 3, 3)
+    base = torch.randn(2, 3, 20, 22)
+    for x in (base[0],                                           # unbatched (C, H, W)
+              base[:, :, ::2, 1::2],                             # strided slice
+              base.to(memory_format=torch.channels_last),
+              base.permute(0, 1, 3, 2)):                         # transposed view
+        y = convforge.conv2d(x, w, padding=1, algorithm=algorithm)
+        assert_close(y, F.conv2d(x, w, padding=1), factor=factor, msg=str(tuple(x.stride())))
+    wl = w.to(memory_format=torch.channels_last)
+    assert_close(convforge.conv2d(base, wl, algorithm=algorithm), F.conv2d(base, w),
+                 factor=factor, msg="channels_last weight")
+
+
 # cases every algorithm module is checked on: (input shape, weight shape, conv2d kwargs)
 ALGORITHM_CASES = {
     "1x1": ((2, 3, 7, 8), (4, 3, 1, 1), {}),

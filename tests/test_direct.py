@@ -9,7 +9,13 @@ import torch.nn.functional as F
 import convforge
 from convforge import make_spec
 from convforge.algorithms import REGISTRY, direct
-from helpers import ALGORITHM_CASES, assert_close, check_padding_mode, tf_same_padding
+from helpers import (
+    ALGORITHM_CASES,
+    assert_close,
+    check_layouts,
+    check_padding_mode,
+    tf_same_padding,
+)
 
 NAME = "direct"
 
@@ -123,16 +129,7 @@ def test_padding_modes(mode):
 
 
 def test_unbatched_noncontiguous_and_channels_last():
-    w = torch.randn(4, 3, 3, 3)
-    base = torch.randn(2, 3, 20, 22)
-    for x in (base[0],                                           # unbatched (C, H, W)
-              base[:, :, ::2, 1::2],                             # strided slice
-              base.to(memory_format=torch.channels_last),
-              base.permute(0, 1, 3, 2)):                         # transposed view
-        y = convforge.conv2d(x, w, padding=1, algorithm=NAME)
-        assert_close(y, F.conv2d(x, w, padding=1), msg=str(tuple(x.stride())))
-    wl = w.to(memory_format=torch.channels_last)
-    assert_close(convforge.conv2d(base, wl, algorithm=NAME), F.conv2d(base, w), msg="w cl")
+    check_layouts(NAME)
 
 
 def test_long_rows_and_many_row_blocks():

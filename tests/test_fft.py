@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import convforge
 from convforge import make_spec
 from convforge.algorithms import REGISTRY, fft, reference
-from helpers import ALGO_FACTOR, ALGORITHM_CASES, assert_close, check_padding_mode
+from helpers import ALGO_FACTOR, ALGORITHM_CASES, assert_close, check_layouts, check_padding_mode
 
 NAME = "fft"
 FACTOR = ALGO_FACTOR.get(NAME, 1.0)
@@ -119,12 +119,7 @@ def test_padding_modes(mode):
 
 
 def test_unbatched_noncontiguous_and_channels_last():
-    w = torch.randn(4, 3, 3, 3)
-    base = torch.randn(2, 3, 20, 22)
-    for x in (base[0], base[:, :, ::2, 1::2], base.to(memory_format=torch.channels_last),
-              base.permute(0, 1, 3, 2)):
-        y = convforge.conv2d(x, w, padding=1, algorithm=NAME)
-        assert_close(y, F.conv2d(x, w, padding=1), factor=FACTOR, msg=str(tuple(x.stride())))
+    check_layouts(NAME, FACTOR)
 
 
 def test_float32_error_against_float64_reference():
