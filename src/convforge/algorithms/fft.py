@@ -10,7 +10,7 @@ ones, which are dropped. ``L`` is rounded up to a 7-smooth length (:func:`next_f
   channels per group it runs as ``Cg`` broadcast complex multiply-adds, each over all
   samples, output channels and frequencies at once; above that as one batched complex
   product (``einsum``, frequencies and groups as batch dimensions). torch's complex batched
-  product does one tiny GEMM per frequency on the CPU, which measured 1.1-2.2x slower than
+  product does one tiny GEMM per frequency on the CPU, which measured 1.1-6x slower than
   the multiply-adds for 3 to 64 channels (constants below). The weight gradient's sum over
   samples is chosen the same way.
 * **Large inputs (overlap-save).** When the input is much larger than the kernel, the
@@ -80,13 +80,13 @@ _MAX_TILE = 384
 _DTYPES = (torch.float32, torch.float64)
 # channel mixing: torch's complex bmm runs one tiny product per frequency on the CPU, so
 # broadcast multiply-adds are faster up to these sizes (one thread, complex64: 3->64
-# channels 88 vs 98 ms, 64->64 105 vs 233 ms; weight gradient over 72 tiles, 64x3 channel
-# pairs 41 vs 184 ms, but 64x64 pairs over 8 samples 87 vs 57 ms)
+# channels 88 vs 98 ms, 16->32 4.8 vs 26 ms, 64->64 105 vs 233 ms; weight gradient over
+# 72 tiles, 64x3 channel pairs 41 vs 184 ms, but 64x64 pairs over 8 samples 87 vs 57 ms)
 _MIX_LOOP_MAX = 64
+_GW_LOOP_MAX = 1024
 # fewer signals than this (samples x tiles) use real transforms: pairing one or two
 # signals measured 0-10% slower (a lone signal would be paired with zeros)
 _MIN_PAIRS = 4
-_GW_LOOP_MAX = 1024
 
 
 @functools.lru_cache(maxsize=4096)
