@@ -120,10 +120,6 @@ def candidates(spec, dtype=torch.float32, device="cpu") -> list[str]:
             and accurate_enough(name, dtype)]
 
 
-#: the terms of the fitted model, each in seconds at a nominal rate (the fit scales them)
-FEATURES = ("cost", "row_flops", "input", "output", "call")
-
-
 def cost_features(spec, raw: float, dtype=torch.float32) -> list:
     """The model's terms for one configuration, in nominal seconds.
 
@@ -137,9 +133,7 @@ def cost_features(spec, raw: float, dtype=torch.float32) -> list:
         >>> len(cost_features(make_spec("conv2d", (1, 1, 8, 8), (1, 1, 3, 3)), 1e-4))
         5
     """
-    size = 8 if dtype in (torch.float64, torch.complex64) else 4
-    if dtype == torch.complex128:
-        size = 16
+    size = dtype.itemsize
     inputs = spec.n * spec.c_in * spec.padded_h * spec.padded_w
     outputs = spec.n * spec.c_out * spec.out_h * spec.out_w
     return [raw, spec.flops() / min(spec.out_w, 64) / 50e9,
@@ -150,7 +144,7 @@ def predicted_seconds(name, spec, dtype=torch.float32, device="cpu", train=False
     """The calibrated cost of one algorithm (its raw ``cost()`` where there is no fit).
 
     The fit (``benchmarks/fit_cost_model.py``, CPU only) is a non-negative combination of
-    :func:`cost_features`; an older model file may hold a power law ``exp(a) cost^b``.
+    :func:`cost_features`.
 
     Example:
         >>> from convforge import make_spec
@@ -162,11 +156,8 @@ def predicted_seconds(name, spec, dtype=torch.float32, device="cpu", train=False
     fit = cost_model()["train" if train else "forward"].get(name)
     if fit is None or device.type != "cpu" or not math.isfinite(raw) or raw <= 0:
         return raw
-    if isinstance(fit, dict):
-        t = sum(c * f for c, f in zip(fit["coef"], cost_features(spec, raw, dtype)))
-        return t if t > 0 else raw
-    a, b = fit
-    return math.exp(a + b * math.log(raw))
+    t = sum(c * f for c, f in zip(fit["coef"], cost_features(spec, raw, dtype)))
+    return t if t > 0 else raw
 
 
 def time_algorithm(name, spec, dtype=torch.float32, device="cpu", train=False, repeats=3):
