@@ -48,7 +48,10 @@ algorithms on 25 of 26 shapes for the forward pass (96%), both in-sample and lea
 24/26 (92%) both ways. The misses: im2col over direct for a 3->32-channel 5x5 layer on
 32x32 images (1.16x forward, 1.32x fwd+bwd leave-one-out), direct over im2col for a
 32-channel 3x3 layer with batch 2 (1.26x fwd+bwd), im2col over direct for LeNet's 6->16
-layer (1.10x fwd+bwd).
+layer (1.10x fwd+bwd). A repeat fit 30 minutes later (not shipped) gave 25/26 forward
+in-sample (24/26 leave-one-out) and 22/26 (85%) fwd+bwd: on this shared machine timing noise
+moves these figures by a few shapes, since several algorithms are within 10-20% of each
+other on the small layers.
 """
 
 from __future__ import annotations
