@@ -91,6 +91,22 @@ def check_layouts(algorithm, factor=1.0):
                  factor=factor, msg="channels_last weight")
 
 
+def check_gradcheck(algorithm, fast_mode=False):
+    """gradcheck and gradgradcheck of conv2d(algorithm=...) in float64 with stride,
+    padding, dilation and groups together."""
+    import convforge
+
+    x = torch.randn(2, 4, 6, 7, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 2, 3, 2, dtype=torch.float64, requires_grad=True)
+
+    def f(a, b):
+        return convforge.conv2d(a, b, stride=(2, 1), padding=1, dilation=(1, 2), groups=2,
+                                algorithm=algorithm)
+
+    assert torch.autograd.gradcheck(f, (x, w), fast_mode=fast_mode)
+    assert torch.autograd.gradgradcheck(f, (x, w), fast_mode=fast_mode)
+
+
 # cases every algorithm module is checked on: (input shape, weight shape, conv2d kwargs)
 ALGORITHM_CASES = {
     "1x1": ((2, 3, 7, 8), (4, 3, 1, 1), {}),

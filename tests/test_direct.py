@@ -12,6 +12,7 @@ from convforge.algorithms import REGISTRY, direct
 from helpers import (
     ALGORITHM_CASES,
     assert_close,
+    check_gradcheck,
     check_layouts,
     check_padding_mode,
     tf_same_padding,
@@ -156,15 +157,7 @@ def test_float32_large_kernel_accuracy_against_float64():
 
 
 def test_gradcheck_and_gradgradcheck():
-    x = torch.randn(2, 4, 6, 7, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(4, 2, 3, 2, dtype=torch.float64, requires_grad=True)
-
-    def f(a, b):
-        return convforge.conv2d(a, b, stride=(2, 1), padding=1, dilation=(1, 2), groups=2,
-                                algorithm=NAME)
-
-    assert torch.autograd.gradcheck(f, (x, w))
-    assert torch.autograd.gradgradcheck(f, (x, w))
+    check_gradcheck(NAME)
 
 
 def test_fused_padding_unbatched_channels_last_and_views():

@@ -9,7 +9,14 @@ import torch.nn.functional as F
 import convforge
 from convforge import make_spec
 from convforge.algorithms import REGISTRY, fft, reference
-from helpers import ALGO_FACTOR, ALGORITHM_CASES, assert_close, check_layouts, check_padding_mode
+from helpers import (
+    ALGO_FACTOR,
+    ALGORITHM_CASES,
+    assert_close,
+    check_gradcheck,
+    check_layouts,
+    check_padding_mode,
+)
 
 NAME = "fft"
 FACTOR = ALGO_FACTOR.get(NAME, 1.0)
@@ -136,15 +143,7 @@ def test_float32_error_against_float64_reference():
 
 
 def test_gradcheck_and_gradgradcheck():
-    x = torch.randn(2, 4, 6, 7, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(4, 2, 3, 2, dtype=torch.float64, requires_grad=True)
-
-    def f(a, b):
-        return convforge.conv2d(a, b, stride=(2, 1), padding=1, dilation=(1, 2), groups=2,
-                                algorithm=NAME)
-
-    assert torch.autograd.gradcheck(f, (x, w), fast_mode=True)
-    assert torch.autograd.gradgradcheck(f, (x, w), fast_mode=True)
+    check_gradcheck(NAME, fast_mode=True)
 
 
 def test_next_fast_len_is_the_smallest_7_smooth_length():
