@@ -60,7 +60,7 @@ def _worker(rank, world_size, port, x, y, backend, lr, seed, out_path):
                        out_path)
         # Orderly teardown: every rank is past its last collective before any rank starts
         # to leave, and the DDP wrapper (which holds the process group) is gone before the
-        # group is destroyed. Without this, about one run in 60-100 on a 2-core machine
+        # group is destroyed. Without this, 3 runs in about 330 on a 2-core machine
         # aborted in rank 1 as it exited ("terminate called without an active exception").
         dist.barrier()
         del model
