@@ -32,6 +32,7 @@ _MODULES = {
     "winograd": ("winograd", True),
     "direct": ("direct", True),
     "fft": ("fft", True),
+    "depthwise": ("depthwise", True),
 }
 
 
