@@ -25,15 +25,44 @@ def _spec(xs, ws, kw):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_choice_is_deterministic_supported_and_never_a_baseline(dtype, monkeypatch):
+def test_choice_is_deterministic_supported_and_never_the_oracle(dtype, monkeypatch):
     monkeypatch.delenv("CONVFORGE_ALGORITHM", raising=False)
     for xs, ws, kw in GRID:
         spec = _spec(xs, ws, kw)
-        name = dispatch.choose_algorithm(spec, dtype, "cpu")
-        assert name == dispatch.choose_algorithm(spec, dtype, "cpu")
-        assert name not in ("reference", "torch") and REGISTRY[name].auto
-        assert REGISTRY[name].supports(spec, dtype, CPU) is None
-        assert name in dispatch.candidates(spec, dtype, "cpu")
+        for grads in [(False, False), (True, True), (False, True)]:
+            plan = dispatch.choose_plan(spec, dtype, "cpu", grads=grads, measure=False)
+            assert plan == dispatch.choose_plan(spec, dtype, "cpu", grads=grads, measure=False)
+            for name in plan:
+                assert name != "reference" and REGISTRY[name].auto
+                assert REGISTRY[name].supports(spec, dtype, CPU) is None
+                assert name in dispatch.candidates(spec, dtype, "cpu")
+            if not grads[0]:                    # an unneeded pass repeats the forward's
+                assert plan[1] == plan[0]
+        assert dispatch.choose_algorithm(spec, dtype) == dispatch.choose_plan(spec, dtype)[0]
+
+
+def test_torch_kernels_are_candidates():
+    spec = _spec((2, 8, 12, 12), (8, 8, 3, 3), dict(padding=1))
+    assert {"torch", "torch_cl"} <= set(dispatch.candidates(spec))
+    assert "torch" not in dispatch.candidates(spec, torch.complex64)   # no complex grads
+
+
+def test_torch_wins_ties(monkeypatch):
+    """Another algorithm replaces torch's kernel only when clearly faster."""
+    spec = _spec((1, 3, 10, 10), (4, 3, 3, 3), dict(padding=1))
+    dispatch.clear_measurements()
+    margin = dispatch.TORCH_MARGIN
+
+    def timer(name, pass_, *args, **kw):
+        return {"torch": 1.0, "im2col": (margin + 1) / 2, "direct": 0.5 * margin}.get(name, 9)
+    monkeypatch.setattr(dispatch, "time_pass", timer)
+    monkeypatch.delenv("CONVFORGE_ALGORITHM", raising=False)
+    assert dispatch.choose_plan(spec, grads=(True, True), measure=True) == ("direct",) * 3
+    dispatch.clear_measurements()
+    monkeypatch.setattr(dispatch, "time_pass", lambda name, *a, **k: {
+        "torch": 1.0, "im2col": (margin + 1) / 2}.get(name, 9))
+    assert dispatch.choose_plan(spec, grads=(True, True), measure=True) == ("torch",) * 3
+    dispatch.clear_measurements()
 
 
 def test_candidates_respect_supports():
@@ -53,30 +82,63 @@ def test_environment_override(monkeypatch):
     assert dispatch.choose_algorithm(spec) != "reference"
 
 
-def test_measure_times_once_and_caches(monkeypatch):
+def test_measure_times_each_needed_pass_once_and_caches(monkeypatch):
     monkeypatch.delenv("CONVFORGE_ALGORITHM", raising=False)
     dispatch.clear_measurements()
     spec = _spec((1, 3, 10, 10), (4, 3, 3, 3), dict(padding=1))
     calls = []
+    fastest = {"forward": "shift", "grad_input": "im2col", "grad_weight": "direct"}
 
-    def fake_timer(name, *args, **kw):          # a known ranking: shift is "fastest"
-        calls.append(name)
-        return 0.5 if name == "shift" else 1.0
-    monkeypatch.setattr(dispatch, "time_algorithm", fake_timer)
+    def fake_timer(name, pass_, *args, **kw):   # a known ranking per pass
+        calls.append((name, pass_))
+        return 0.1 if fastest[pass_] == name else 1.0
+    monkeypatch.setattr(dispatch, "time_pass", fake_timer)
+    names = dispatch.candidates(spec)
     assert dispatch.choose_algorithm(spec, measure=True) == "shift"
-    n_calls = len(calls)
-    assert sorted(calls) == sorted(dispatch.candidates(spec))
-    assert dispatch.choose_algorithm(spec, measure=True) == "shift"
-    assert len(calls) == n_calls
-    dispatch.choose_algorithm(spec, measure=True, train=True)  # its own cache entry
-    assert len(calls) == 2 * n_calls
+    assert sorted(calls) == sorted((n, "forward") for n in names)     # forward only
+    calls.clear()
+    plan = dispatch.choose_plan(spec, grads=(True, True), measure=True)
+    assert plan == ("shift", "im2col", "direct")
+    assert len(calls) == 3 * len(names)
+    calls.clear()
+    assert dispatch.choose_plan(spec, grads=(True, True), measure=True) == plan
+    assert calls == []                                                 # cached
+    assert dispatch.choose_plan(spec, grads=(False, True), measure=True) == (
+        "shift", "shift", "direct")                                    # its own entry
     dispatch.clear_measurements()
 
 
-def test_time_algorithm_measures_a_real_pass():
-    spec = _spec((1, 2, 6, 6), (2, 2, 3, 3), {})
+def test_global_benchmark_switch(monkeypatch):
+    import convforge
+
+    monkeypatch.delenv("CONVFORGE_ALGORITHM", raising=False)
+    dispatch.clear_measurements()
+    spec = _spec((1, 3, 10, 10), (4, 3, 3, 3), dict(padding=1))
+    monkeypatch.setattr(dispatch, "time_pass",
+                        lambda name, *a, **k: 0.1 if name == "shift" else 1.0)
+    monkeypatch.setattr(convforge.backends, "benchmark", True)
+    assert dispatch.choose_algorithm(spec, measure=None) == "shift"
+    x, w = torch.randn(1, 3, 10, 10), torch.randn(4, 3, 3, 3)
+    layer = convforge.nn.Conv2d(3, 4, 3, padding=1)
+    layer(x)
+    assert set(layer.plans().values()) == {"shift"}
+    monkeypatch.setattr(convforge.backends, "benchmark", False)
+    layer.measure = True                                 # per layer, whatever the switch
+    layer(x)
+    assert set(layer.plans().values()) == {"shift"}
+    assert convforge.conv2d(x, w, padding=1, measure=True).shape == (1, 4, 10, 10)
+    dispatch.clear_measurements()
+
+
+def test_time_algorithm_and_time_pass_measure_real_passes():
+    spec = _spec((1, 2, 6, 6), (2, 2, 3, 3), dict(padding=1))
     for train in (False, True):
         assert 0 < dispatch.time_algorithm("im2col", spec, train=train, repeats=1) < 5
+    for name in ("im2col", "direct", "torch"):
+        for pass_ in dispatch.PASSES:
+            for cl in (False, True):
+                assert 0 < dispatch.time_pass(name, pass_, spec, repeats=1,
+                                              channels_last=cl) < 5
 
 
 def test_inaccurate_algorithm_is_excluded(monkeypatch):
@@ -91,8 +153,8 @@ def test_predictions_are_positive_and_finite():
     for xs, ws, kw in GRID:
         spec = _spec(xs, ws, kw)
         for name in dispatch.candidates(spec):
-            for train in (False, True):
-                t = dispatch.predicted_seconds(name, spec, train=train)
+            for pass_ in dispatch.PASSES:
+                t = dispatch.predicted_seconds(name, spec, pass_=pass_)
                 assert 0 < t < float("inf")
 
 

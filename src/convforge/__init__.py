@@ -1,8 +1,8 @@
 """convforge: the convolution layer from its textbook definition to production quality."""
 
 from . import algorithms as _algorithms_pkg
-from . import filters, kernels, nn
-from .dispatch import choose_algorithm
+from . import backends, filters, kernels, nn
+from .dispatch import choose_algorithm, choose_plan
 from .filters import filter2d
 from .fit import FitResult, fit_kernel
 from .functional import conv1d, conv2d, conv2d_input, conv2d_weight, conv_transpose2d, corr2d
@@ -26,6 +26,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConvDTypeError", "ConvShapeError", "ConvSpec", "FitResult", "conv_matrix", "fit_kernel", "nn",
+    "backends", "choose_plan",
     "filter2d", "filters", "kernels",
     "algorithms", "book_output_size", "choose_algorithm", "conv1d", "conv2d", "conv2d_input",
     "conv2d_weight", "conv_bytes", "conv_flops", "conv_transpose2d", "convolve2d", "corr2d",

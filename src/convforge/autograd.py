@@ -20,7 +20,10 @@ complex gradients (grad = dL/d(conj z)), and conj() a no-op on real tensors:
     Gw(x, g), upstream dW:  dx = Gi(conj g, dW)     dg = F(conj x, dW)
 
 Each backward calls the other Functions through ``.apply``, so second and higher
-derivatives (gradgradcheck, double backward) work for every algorithm. The transposed
+derivatives (gradgradcheck, double backward) work for every algorithm. Each Function
+carries the :class:`~convforge.algorithms.Passes` of its call: F always runs on its
+forward algorithm, Gi on its input-gradient one and Gw on its weight-gradient one, at
+every order of differentiation. The transposed
 convolution is Gi used as a forward pass. Padding and bias stay outside: they are torch
 ops, and torch differentiates them.
 """
@@ -28,6 +31,12 @@ ops, and torch differentiates them.
 from __future__ import annotations
 
 import torch
+
+from .algorithms import Algorithm, Passes
+
+
+def _passes(algos):
+    return Passes.of(algos) if isinstance(algos, Algorithm) else algos
 
 
 def _conj(t):
@@ -40,74 +49,76 @@ def _empty_result(shape, like):
 
 class _Forward(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, w, spec, algo):
+    def forward(ctx, x, w, spec, passes):
         ctx.save_for_backward(x, w)
-        ctx.spec, ctx.algo = spec, algo
+        ctx.spec, ctx.passes = spec, passes
         if x.numel() == 0 or w.numel() == 0:
             return _empty_result((x.shape[0], w.shape[0], spec.out_h, spec.out_w), x)
-        return algo.forward(x, w, spec)
+        return passes.forward.forward(x, w, spec)
 
     @staticmethod
     def backward(ctx, dy):
         x, w = ctx.saved_tensors
         dx = dw = None
         if ctx.needs_input_grad[0]:
-            dx = conv_grad_input(dy, _conj(w), ctx.spec, ctx.algo, x.shape)
+            dx = conv_grad_input(dy, _conj(w), ctx.spec, ctx.passes, x.shape)
         if ctx.needs_input_grad[1]:
-            dw = conv_grad_weight(_conj(x), dy, ctx.spec, ctx.algo, w.shape)
+            dw = conv_grad_weight(_conj(x), dy, ctx.spec, ctx.passes, w.shape)
         return dx, dw, None, None
 
 
 class _GradInput(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, g, w, spec, algo, x_shape):
+    def forward(ctx, g, w, spec, passes, x_shape):
         ctx.save_for_backward(g, w)
-        ctx.spec, ctx.algo = spec, algo
+        ctx.spec, ctx.passes = spec, passes
         if g.numel() == 0 or w.numel() == 0:
             return _empty_result(x_shape, g)
-        return algo.grad_input(g, w, spec, tuple(x_shape))
+        return passes.grad_input.grad_input(g, w, spec, tuple(x_shape))
 
     @staticmethod
     def backward(ctx, d_x):
         g, w = ctx.saved_tensors
         dg = dw = None
         if ctx.needs_input_grad[0]:
-            dg = conv_forward(d_x, _conj(w), ctx.spec, ctx.algo)
+            dg = conv_forward(d_x, _conj(w), ctx.spec, ctx.passes)
         if ctx.needs_input_grad[1]:
-            dw = conv_grad_weight(d_x, _conj(g), ctx.spec, ctx.algo, w.shape)
+            dw = conv_grad_weight(d_x, _conj(g), ctx.spec, ctx.passes, w.shape)
         return dg, dw, None, None, None
 
 
 class _GradWeight(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, g, spec, algo, w_shape):
+    def forward(ctx, x, g, spec, passes, w_shape):
         ctx.save_for_backward(x, g)
-        ctx.spec, ctx.algo = spec, algo
+        ctx.spec, ctx.passes = spec, passes
         if x.numel() == 0 or g.numel() == 0:
             return _empty_result(w_shape, x)
-        return algo.grad_weight(x, g, spec, tuple(w_shape))
+        return passes.grad_weight.grad_weight(x, g, spec, tuple(w_shape))
 
     @staticmethod
     def backward(ctx, d_w):
         x, g = ctx.saved_tensors
         dx = dg = None
         if ctx.needs_input_grad[0]:
-            dx = conv_grad_input(_conj(g), d_w, ctx.spec, ctx.algo, x.shape)
+            dx = conv_grad_input(_conj(g), d_w, ctx.spec, ctx.passes, x.shape)
         if ctx.needs_input_grad[1]:
-            dg = conv_forward(_conj(x), d_w, ctx.spec, ctx.algo)
+            dg = conv_forward(_conj(x), d_w, ctx.spec, ctx.passes)
         return dx, dg, None, None, None
 
 
-def conv_forward(x, w, spec, algo):
-    """F(x, w): valid correlation of the padded input, differentiable to any order."""
-    return _Forward.apply(x, w, spec, algo)
+def conv_forward(x, w, spec, algos):
+    """F(x, w): valid correlation of the padded input, differentiable to any order.
+
+    ``algos``: a :class:`~convforge.algorithms.Passes` or one Algorithm for every pass."""
+    return _Forward.apply(x, w, spec, _passes(algos))
 
 
-def conv_grad_input(g, w, spec, algo, x_shape):
+def conv_grad_input(g, w, spec, algos, x_shape):
     """Gi(g, w): the input gradient (adjoint of F in x), differentiable to any order."""
-    return _GradInput.apply(g, w, spec, algo, tuple(x_shape))
+    return _GradInput.apply(g, w, spec, _passes(algos), tuple(x_shape))
 
 
-def conv_grad_weight(x, g, spec, algo, w_shape):
+def conv_grad_weight(x, g, spec, algos, w_shape):
     """Gw(x, g): the weight gradient (adjoint of F in w), differentiable to any order."""
-    return _GradWeight.apply(x, g, spec, algo, tuple(w_shape))
+    return _GradWeight.apply(x, g, spec, _passes(algos), tuple(w_shape))

@@ -1,57 +1,41 @@
-"""Choosing an algorithm: a fitted cost model, an optional measurement, an override.
+"""Choosing the algorithms of a call: a fitted cost model, an optional measurement, an override.
 
-``choose_algorithm`` returns the name of the algorithm ``algorithm="auto"`` runs for a
-:class:`~convforge.spec.ConvSpec`, compute dtype and device. It is pure: the answer
-depends only on its arguments, the fitted constants shipped in ``cost_model.json`` and
-the ``CONVFORGE_ALGORITHM`` environment variable.
+``choose_plan`` returns, for a :class:`~convforge.spec.ConvSpec`, compute dtype and device,
+the algorithm ``algorithm="auto"`` runs for each pass: the forward pass, the input
+gradient and the weight gradient (:class:`~convforge.algorithms.Passes`). Each pass is
+chosen on its own, so a depthwise layer of a network can run torch's forward and
+convforge's backward. ``choose_algorithm`` is the forward pass's choice. Without
+``measure`` both are pure: the answer depends only on the arguments, the fitted constants
+shipped in ``cost_model.json`` and the ``CONVFORGE_ALGORITHM`` environment variable.
 
 How it decides:
 
-1. Candidates are the registered algorithms that "auto" may use (never the float64
-   oracle ``reference``, never torch's kernels ``torch``) whose ``supports`` says yes and
-   whose measured error against the float64 oracle is within the dtype's tolerance
-   (:data:`TOLERANCE`; correctness before speed).
-2. Each candidate's prediction is a non-negative combination of the terms of
-   :func:`cost_features`: its own ``cost()`` estimate, FLOPs per output row segment
-   (short rows), input and output bytes, and a per-call constant. The weights are fitted
-   per algorithm on this machine by ``benchmarks/fit_cost_model.py`` (least squares on the
-   relative error), one set for the forward pass and one for forward + backward
-   (``train``). An algorithm the fit has not seen, or a non-CPU device, keeps its raw
-   ``cost()``.
-3. The lowest prediction wins; ties go to the earlier registry entry.
+1. Candidates are the registered algorithms that "auto" may use (never the float64 oracle
+   ``reference``; torch's own kernels, ``torch`` and ``torch_cl``, are candidates like any
+   other) whose ``supports`` says yes and whose measured error against the float64 oracle
+   is within the dtype's tolerance (:data:`TOLERANCE`; correctness before speed).
+2. Each candidate's time for each pass is predicted by a non-negative combination of the
+   terms of :func:`cost_features`: its own ``cost()`` estimate, FLOPs per output row
+   segment (short rows), input and output bytes, and a per-call constant. The weights are
+   fitted per algorithm and pass on this machine by ``benchmarks/fit_cost_model.py``. An
+   algorithm the fit has not seen, or a non-CPU device, keeps its raw ``cost()``.
+3. Per pass the lowest prediction wins, except that another algorithm must beat torch's
+   prediction by :data:`TORCH_MARGIN` to be chosen over it: where the model cannot tell
+   two algorithms apart, torch's kernel (what the user would have run anyway) stays.
+4. A channels_last input runs torch's kernels (its NHWC kernels: the fit is of NCHW
+   tensors), unless measured.
 
-``measure=True`` instead times every candidate once for this shape (forward, or forward
-+ backward with ``train=True``; median of 3 after a warm-up) and caches the winner per
-(spec, dtype, device, train), like ``torch.backends.cudnn.benchmark``.
-``CONVFORGE_ALGORITHM=<name>`` forces that algorithm for every "auto" call where it is a
-candidate (elsewhere "auto" falls back to the model).
+``measure=True`` instead times every candidate's passes once for this configuration
+(median of 3 after a warm-up; only the passes the call needs) and caches the winners per
+(spec, dtype, device, gradients, layout), like ``torch.backends.cudnn.benchmark``;
+``convforge.backends.benchmark = True`` turns it on for every "auto" call that does not
+say otherwise (layers take ``measure=``). ``CONVFORGE_ALGORITHM=<name>`` forces that
+algorithm for every pass of every "auto" call where it is a candidate.
 
 Measured error, max |y - y64| / max |y64| on random normal data of the fit grid, against
-float64 ``F.conv2d`` (written by the fit into ``cost_model.json``, ``errors``; the
-figures below are from the fit of 2026-11-22 07:02 UTC on the 2-core AVX-512 machine):
-
-==========  ============  ============
-algorithm   float32       float64
-==========  ============  ============
-shift       1.4e-06       8.6e-16
-im2col      1.5e-06       0.0e+00
-winograd    9.7e-06       7.3e-15
-direct      1.1e-06       1.1e-15
-fft         3.4e-07       1.1e-15
-==========  ============  ============
-
-(complex64/complex128 behave like float32/float64; float16/bfloat16 compute in float32.)
-Quality: over the fit grid (``benchmarks/fit_cost_model.py``, 26 shapes, fit of
-2026-11-22 07:02 UTC on a quiet 2-core machine) "auto" ran within 10% of the fastest of our
-algorithms on 25 of 26 shapes for the forward pass (96%), both in-sample and leave-one-out
-(each shape predicted by weights fitted without it); ranked by forward + backward time,
-24/26 (92%) both ways. The misses: im2col over direct for a 3->32-channel 5x5 layer on
-32x32 images (1.16x forward, 1.32x fwd+bwd leave-one-out), direct over im2col for a
-32-channel 3x3 layer with batch 2 (1.26x fwd+bwd), im2col over direct for LeNet's 6->16
-layer (1.10x fwd+bwd). A repeat fit 30 minutes later (not shipped) gave 25/26 forward
-in-sample (24/26 leave-one-out) and 22/26 (85%) fwd+bwd: on this shared machine timing noise
-moves these figures by a few shapes, since several algorithms are within 10-20% of each
-other on the small layers.
+float64 ``F.conv2d``, is written by the fit into ``cost_model.json`` (``errors``); the
+quality of the choice (how often it is within 10% of the fastest, in-sample and
+leave-one-out) is in ``quality``. Both are printed by ``python -m convforge.dispatch``.
 """
 
 from __future__ import annotations
@@ -65,7 +49,8 @@ from pathlib import Path
 
 import torch
 
-from .algorithms import REGISTRY
+from . import backends
+from .algorithms import REGISTRY, Passes
 
 #: max |y - y_float64| / max |y_float64| that "auto" accepts per compute dtype
 TOLERANCE = {
@@ -73,9 +58,12 @@ TOLERANCE = {
     torch.float16: 1e-4, torch.bfloat16: 1e-4,
     torch.float64: 1e-10, torch.complex128: 1e-10,
 }
+#: another algorithm replaces torch's kernel only when predicted this much faster
+TORCH_MARGIN = 0.9
+PASSES = ("forward", "grad_input", "grad_weight")
 _MODEL_PATH = Path(__file__).with_name("cost_model.json")
 _MEASURED: dict = {}
-#: predicted winners, so that "auto" costs one dictionary lookup per call after the first
+#: predicted plans, so that "auto" costs one dictionary lookup per call after the first
 _PREDICTED: dict = {}
 
 
@@ -84,19 +72,18 @@ def cost_model() -> dict:
     """The fitted constants (empty tables when no fit has been shipped).
 
     Returns:
-        ``{"forward": {name: [a, b]}, "train": {...}, "errors": {name: {dtype: err}}}``.
+        ``{"forward": {name: {"coef": [...]}}, "grad_input": {...}, "grad_weight": {...},
+        "errors": {name: {dtype: err}}, ...}``.
 
     Example:
-        >>> {"errors", "forward", "train"} <= set(cost_model())
+        >>> {"errors", "forward", "grad_input", "grad_weight"} <= set(cost_model())
         True
     """
     try:
         data = json.loads(_MODEL_PATH.read_text())
     except (OSError, ValueError):
         data = {}
-    return {"errors": data.get("errors", {}), "forward": data.get("forward", {}),
-            "train": data.get("train", {}), **{k: v for k, v in data.items()
-                                               if k not in ("errors", "forward", "train")}}
+    return {"errors": {}, **{p: {} for p in PASSES}, **data}
 
 
 def _dtype_key(dtype) -> str:
@@ -114,8 +101,9 @@ def candidates(spec, dtype=torch.float32, device="cpu") -> list[str]:
 
     Example:
         >>> from convforge import make_spec
-        >>> "reference" in candidates(make_spec("conv2d", (1, 1, 8, 8), (1, 1, 3, 3)))
-        False
+        >>> names = candidates(make_spec("conv2d", (1, 1, 8, 8), (1, 1, 3, 3)))
+        >>> "reference" in names, "torch" in names
+        (False, True)
     """
     device = torch.device(device)
     return [name for name, algo in REGISTRY.items()
@@ -143,11 +131,8 @@ def cost_features(spec, raw: float, dtype=torch.float32) -> list:
             inputs * size / 8e9, outputs * size / 8e9, 1e-4]
 
 
-def predicted_seconds(name, spec, dtype=torch.float32, device="cpu", train=False) -> float:
-    """The calibrated cost of one algorithm (its raw ``cost()`` where there is no fit).
-
-    The fit (``benchmarks/fit_cost_model.py``, CPU only) is a non-negative combination of
-    :func:`cost_features`.
+def predicted_seconds(name, spec, dtype=torch.float32, device="cpu", pass_="forward") -> float:
+    """The calibrated cost of one pass of one algorithm (its raw ``cost()`` unfitted).
 
     Example:
         >>> from convforge import make_spec
@@ -156,11 +141,42 @@ def predicted_seconds(name, spec, dtype=torch.float32, device="cpu", train=False
     """
     device = torch.device(device)
     raw = REGISTRY[name].cost(spec, dtype, device)
-    fit = cost_model()["train" if train else "forward"].get(name)
+    fit = cost_model()[pass_].get(name)
     if fit is None or device.type != "cpu" or not math.isfinite(raw) or raw <= 0:
         return raw
     t = sum(c * f for c, f in zip(fit["coef"], cost_features(spec, raw, dtype)))
     return t if t > 0 else raw
+
+
+def _random_operands(spec, dtype, device, algos, channels_last=False):
+    """Inputs of every pass as conv2d hands them over (padded unless all pads fuse)."""
+    fused = all(a.fused_zero_padding for a in algos) and spec.padding_mode == "zeros"
+    aspec = spec if fused else spec.after_padding()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn((spec.n, spec.c_in, aspec.h, aspec.w), dtype=dtype, device=device)
+    w = torch.randn(spec.weight_shape, dtype=dtype, device=device)
+    g = torch.randn(spec.output_shape, dtype=dtype, device=device)
+    return aspec, x.contiguous(memory_format=fmt), w, g.contiguous(memory_format=fmt)
+
+
+def time_pass(name, pass_, spec, dtype=torch.float32, device="cpu", repeats=3, *,
+              channels_last=False) -> float:
+    """Median seconds of one pass (``"forward"``, ``"grad_input"``, ``"grad_weight"``) of
+    one algorithm on random data (NCHW, or NHWC in memory), after a warm-up."""
+    device = torch.device(device)
+    algo = REGISTRY[name]
+    aspec, x, w, g = _random_operands(spec, dtype, device, (algo,), channels_last)
+    run = {"forward": lambda: algo.forward(x, w, aspec),
+           "grad_input": lambda: algo.grad_input(g, w, aspec, tuple(x.shape)),
+           "grad_weight": lambda: algo.grad_weight(x, g, aspec, spec.weight_shape)}[pass_]
+    times = []
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        run()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return sorted(times[1:])[len(times[1:]) // 2]
 
 
 def time_algorithm(name, spec, dtype=torch.float32, device="cpu", train=False, repeats=3):
@@ -169,12 +185,9 @@ def time_algorithm(name, spec, dtype=torch.float32, device="cpu", train=False, r
 
     device = torch.device(device)
     algo = REGISTRY[name]
-    # as conv2d hands it over: padded here unless the algorithm pads zeros itself
-    fused = algo.fused_zero_padding and spec.padding_mode == "zeros"
-    aspec = spec if fused else spec.after_padding()
-    x = torch.randn((spec.n, spec.c_in, aspec.h, aspec.w), dtype=dtype, device=device,
-                    requires_grad=train)
-    w = torch.randn(spec.weight_shape, dtype=dtype, device=device, requires_grad=train)
+    aspec, x, w, _ = _random_operands(spec, dtype, device, (algo,))
+    x.requires_grad_(train)
+    w.requires_grad_(train)
     times = []
     for _ in range(repeats + 1):
         t0 = time.perf_counter()
@@ -188,19 +201,103 @@ def time_algorithm(name, spec, dtype=torch.float32, device="cpu", train=False, r
     return sorted(times[1:])[len(times[1:]) // 2]
 
 
+def _needed(grads) -> tuple[str, ...]:
+    """The passes a call runs: forward, and the gradients its operands need."""
+    return ("forward",) + tuple(p for p, need in zip(PASSES[1:], grads) if need)
+
+
+def _best(names, score) -> str:
+    """The lowest score; another algorithm must beat torch's by TORCH_MARGIN."""
+    best = min(names, key=score)
+    if "torch" in names and best != "torch" and score(best) > TORCH_MARGIN * score("torch"):
+        return "torch"
+    return best
+
+
+def choose_plan(spec, dtype=torch.float32, device="cpu", *, grads=(False, False),
+                measure=None, channels_last=False) -> tuple[str, str, str]:
+    """Names of the algorithms ``algorithm="auto"`` runs for each pass of this call.
+
+    Args:
+        spec: a :class:`~convforge.spec.ConvSpec` (from ``convforge.make_spec``).
+        dtype: the compute dtype (float16/bfloat16 compute in float32).
+        device: the tensors' device.
+        grads: whether the call will need (input gradient, weight gradient).
+        measure: time the candidates once and cache the winners for this configuration;
+            None follows ``convforge.backends.benchmark``.
+        channels_last: the input is channels_last (NHWC) in memory.
+
+    Returns:
+        ``(forward, grad_input, grad_weight)``: keys of ``convforge.algorithms()``, never
+        ``"reference"``. A pass the call does not need gets the forward's algorithm.
+
+    Raises:
+        ValueError: no registered algorithm can run this configuration.
+
+    Example:
+        >>> from convforge import make_spec
+        >>> plan = choose_plan(make_spec("conv2d", (1, 8, 32, 32), (8, 1, 7, 7), groups=8),
+        ...                    grads=(True, True))
+        >>> len(plan) == 3 and "reference" not in plan
+        True
+    """
+    device = torch.device(device)
+    if measure is None:
+        measure = backends.benchmark
+    forced = os.environ.get("CONVFORGE_ALGORITHM")
+    grads = (bool(grads[0]), bool(grads[1]))
+    key = (spec, dtype, str(device), grads, bool(channels_last), forced, id(cost_model()))
+    table = _MEASURED if measure else _PREDICTED
+    if key in table:
+        return table[key]
+    names = candidates(spec, dtype, device)
+    if not names:
+        raise ValueError(f"choose_plan: no algorithm supports this configuration, "
+                         f"but got {spec} with {dtype} on {device}")
+    needed = _needed(grads)
+    if forced and forced in names:
+        plan = (forced,) * 3
+    elif measure and len(names) > 1:
+        plan = _measured_plan(names, needed, spec, dtype, device, channels_last)
+    elif channels_last and "torch" in names:
+        plan = ("torch",) * 3
+    else:
+        plan = tuple(_best(names, lambda n, p=p: predicted_seconds(n, spec, dtype, device, p))
+                     for p in PASSES)
+    plan = tuple(p if p_name in needed else plan[0] for p, p_name in zip(plan, PASSES))
+    if len(table) > 4096:
+        table.clear()
+    table[key] = plan
+    return plan
+
+
+def _measured_plan(names, needed, spec, dtype, device, channels_last):
+    """Per needed pass, the candidate of the lowest measured time (torch's on a tie)."""
+    plan = []
+    for pass_ in PASSES:
+        if pass_ not in needed:
+            plan.append(None)
+            continue
+        times = {n: time_pass(n, pass_, spec, dtype, device, channels_last=channels_last)
+                 for n in names}
+        plan.append(_best(names, times.__getitem__))
+    return tuple(p or plan[0] for p in plan)
+
+
 def choose_algorithm(spec, dtype=torch.float32, device="cpu", measure=False, *,
                      train=False) -> str:
-    """Name of the algorithm ``algorithm="auto"`` runs for this configuration.
+    """Name of the algorithm ``algorithm="auto"`` runs for the forward pass.
 
     Args:
         spec: a :class:`~convforge.spec.ConvSpec` (from ``convforge.make_spec``).
         dtype: the compute dtype (float16/bfloat16 compute in float32).
         device: the tensors' device.
         measure: time the candidates once and cache the winner for this shape.
-        train: rank by forward + backward time instead of forward time.
+        train: the call also needs both gradients (what is timed under ``measure``);
+            :func:`choose_plan` gives every pass's algorithm.
 
     Returns:
-        A key of ``convforge.algorithms()``, never ``"reference"`` or ``"torch"``.
+        A key of ``convforge.algorithms()``, never ``"reference"``.
 
     Raises:
         ValueError: no registered algorithm can run this configuration.
@@ -210,43 +307,23 @@ def choose_algorithm(spec, dtype=torch.float32, device="cpu", measure=False, *,
         >>> choose_algorithm(make_spec("conv2d", (1, 1, 64, 64), (1, 1, 3, 3))) in algorithms()
         True
     """
-    device = torch.device(device)
-    forced = os.environ.get("CONVFORGE_ALGORITHM")
-    # after the first call "auto" is one dictionary lookup; the key holds the cost model
-    # object, so a re-loaded (or replaced) model is honoured
-    key = (spec, dtype, str(device), bool(train), forced, id(cost_model()))
-    if not measure and key in _PREDICTED:
-        return _PREDICTED[key]
-    names = candidates(spec, dtype, device)
-    if not names:
-        raise ValueError(f"choose_algorithm: no algorithm supports this configuration, "
-                         f"but got {spec} with {dtype} on {device}")
-    if forced and forced in names:
-        return forced
-    if measure and len(names) > 1:
-        key = (spec, dtype, str(device), bool(train))
-        if key not in _MEASURED:
-            _MEASURED[key] = min(names, key=lambda n: time_algorithm(n, spec, dtype, device,
-                                                                      train))
-        return _MEASURED[key]
-    best = min(names, key=lambda n: predicted_seconds(n, spec, dtype, device, train))
-    if len(_PREDICTED) > 4096:
-        _PREDICTED.clear()
-    _PREDICTED[key] = best
-    return best
+    return choose_plan(spec, dtype, device, grads=(train, train), measure=measure)[0]
 
 
 def clear_measurements() -> None:
-    """Forget the winners cached by ``choose_algorithm(..., measure=True)``."""
+    """Forget the winners cached by ``measure=True``."""
     _MEASURED.clear()
 
 
-def resolve(func, name, spec, dtype, device, train=False):
-    """The Algorithm object for ``algorithm=name``, with the errors users see."""
+def resolve(func, name, spec, dtype, device, *, grads=(False, False), measure=None,
+            channels_last=False) -> Passes:
+    """The algorithms of every pass for ``algorithm=name``, with the errors users see."""
     if not isinstance(name, str):
         raise TypeError(f"{func}: algorithm must be a string, but got {name!r}")
     if name == "auto":
-        return REGISTRY[choose_algorithm(spec, dtype, device, train=train)]
+        plan = choose_plan(spec, dtype, device, grads=grads, measure=measure,
+                           channels_last=channels_last)
+        return Passes(*(REGISTRY[n] for n in plan))
     if name not in REGISTRY:
         raise ValueError(
             f"{func}: algorithm must be 'auto' or one of {sorted(REGISTRY)}, but got {name!r}")
@@ -254,4 +331,21 @@ def resolve(func, name, spec, dtype, device, train=False):
     if reason is not None:
         raise ValueError(f"{func}: algorithm {name!r} does not support this configuration: "
                          f"{reason}")
-    return REGISTRY[name]
+    return Passes.of(REGISTRY[name])
+
+
+def _report() -> str:
+    model = cost_model()
+    lines = [f"cost model: fitted {model.get('date', 'never')} on {model.get('threads', '?')} "
+             f"threads, {model.get('grid_shapes', 0)} shapes"]
+    for pass_, q in model.get("quality", {}).items():
+        lines.append(f"{pass_:12s} auto within 10% of the fastest: in-sample "
+                     f"{q['in_sample'][0]}/{q['in_sample'][1]}, leave-one-out "
+                     f"{q['leave_one_out'][0]}/{q['leave_one_out'][1]}")
+    for name, e in model["errors"].items():
+        lines.append(f"error {name:10s} float32 {e['float32']:.1e}  float64 {e['float64']:.1e}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(_report())

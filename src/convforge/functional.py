@@ -12,10 +12,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .autograd import conv_forward, conv_grad_input, conv_grad_weight
+from .autograd import conv_grad_input, conv_grad_weight
 from .dispatch import resolve
+from .plan import compute_dtype, conv_plan, grad_flags
 from .spec import (
-    _LOW_PRECISION,
     ConvShapeError,
     as_tensor,
     check_dtypes,
@@ -36,10 +36,6 @@ def _prepare(func, input, weight, bias):
     return x, w, b, from_numpy
 
 
-def _compute_dtype(dtype):
-    return torch.float32 if dtype in _LOW_PRECISION else dtype
-
-
 def _finish(out, b, dtype, batched, from_numpy):
     if b is not None:
         out = out + b.to(out.dtype).view(1, -1, 1, 1)
@@ -50,7 +46,7 @@ def _finish(out, b, dtype, batched, from_numpy):
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-           padding_mode="zeros", algorithm="auto"):
+           padding_mode="zeros", algorithm="auto", measure=None):
     """2D cross-correlation with torch's ``F.conv2d`` semantics, and more.
 
     Args:
@@ -65,6 +61,8 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
         padding_mode: ``"zeros"``, ``"reflect"``, ``"replicate"``, ``"circular"`` (torch's
             meanings) or ``"symmetric"`` (numpy.pad's: the edge sample repeated).
         algorithm: ``"auto"`` or a name from :func:`convforge.algorithms`.
+        measure: with ``"auto"``, time the candidates once for this configuration (True),
+            trust the cost model (False) or follow ``convforge.backends.benchmark`` (None).
 
     Returns:
         ``(N, C_out, oH, oW)`` (or ``(C_out, oH, oW)``), same dtype and kind as ``input``;
@@ -77,37 +75,40 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
         TypeError: non-array input, non-integer stride/dilation/groups, dtype mismatch.
         ValueError: any other invalid argument (shape errors are also RuntimeErrors).
 
+    A call whose shapes, dtypes, device, layout, arguments and gradient needs were seen
+    before reuses that call's checked plan (:mod:`convforge.plan`): the arguments are
+    checked, and the algorithms chosen, once per configuration.
+
     Example:
         >>> x = torch.arange(9.).reshape(1, 1, 3, 3)
         >>> conv2d(x, torch.arange(4.).reshape(1, 1, 2, 2))
         tensor([[[[19., 25.],
                   [37., 43.]]]])
     """
+    if isinstance(input, torch.Tensor) and isinstance(weight, torch.Tensor) and (
+            bias is None or isinstance(bias, torch.Tensor)):
+        return _conv("conv2d", input, weight, bias, stride, padding, dilation, groups,
+                     padding_mode, algorithm, measure)
     x, w, b, from_numpy = _prepare("conv2d", input, weight, bias)
-    out = _conv("conv2d", x, w, b, stride, padding, dilation, groups, padding_mode, algorithm)
+    out = _conv("conv2d", x, w, b, stride, padding, dilation, groups, padding_mode, algorithm,
+                measure)
     return out.detach().numpy() if from_numpy else out
 
 
-def _conv(func, x, w, b, stride, padding, dilation, groups, padding_mode, algorithm):
-    """The one forward path: spec, padding, algorithm, bias, dtype (tensors in and out)."""
-    spec = make_spec(func, x.shape, w.shape, bias=b, stride=stride, padding=padding,
-                     dilation=dilation, groups=groups, padding_mode=padding_mode)
-    ct = _compute_dtype(x.dtype)
-    train = torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)
-    algo = resolve(func, algorithm, spec, ct, x.device, train=train)
-    xb = x if spec.batched else x.unsqueeze(0)
-    xin, aspec = _algorithm_view(xb.to(ct), spec, algo, spec.padding_mode)
-    out = conv_forward(xin, w.to(ct), aspec, algo)                # (N, C_out, oH, oW)
-    return _finish(out, b, x.dtype, spec.batched, False)
+def _conv(func, x, w, b, stride, padding, dilation, groups, padding_mode, algorithm, measure):
+    """The one forward path, through the call's cached plan (tensors in and out)."""
+    plan = conv_plan(func, x, w, b, stride, padding, dilation, groups, padding_mode,
+                     algorithm, measure)
+    return plan.run(x, w, b)
 
 
-def _fuses_padding(spec, algo, mode):
-    return algo.fused_zero_padding and (mode == "zeros" or not spec.is_padded)
+def _fuses_padding(spec, passes, mode):
+    return passes.fused_zero_padding and (mode == "zeros" or not spec.is_padded)
 
 
-def _algorithm_view(x, spec, algo, mode):
-    """The input and spec an algorithm receives: padded here, unless it pads zeros itself."""
-    if _fuses_padding(spec, algo, mode):
+def _algorithm_view(x, spec, passes, mode):
+    """The input and spec the algorithms receive: padded here, unless they pad zeros."""
+    if _fuses_padding(spec, passes, mode):
         return x, spec
     return pad_input(x, spec.padding, mode), spec.after_padding()  # (N, C_in, Hp, Wp)
 
@@ -125,7 +126,7 @@ def _one(func, name, value, minimum):
 
 
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-           padding_mode="zeros", algorithm="auto"):
+           padding_mode="zeros", algorithm="auto", measure=None):
     """1D cross-correlation with torch's ``F.conv1d`` semantics (a 2D one of height 1).
 
     Args:
@@ -157,7 +158,8 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
         padding2d = (0, _one("conv1d", "padding", padding, 0))
     out = _conv("conv1d", x.unsqueeze(-2), w.unsqueeze(-2), b,
                 (1, _one("conv1d", "stride", stride, 1)), padding2d,
-                (1, _one("conv1d", "dilation", dilation, 1)), groups, padding_mode, algorithm)
+                (1, _one("conv1d", "dilation", dilation, 1)), groups, padding_mode, algorithm,
+                measure)
     out = out.squeeze(-2)                                         # (N, C_out, oL)
     return out.detach().numpy() if from_numpy else out
 
@@ -189,8 +191,11 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     ts = make_transpose_spec("conv_transpose2d", x.shape, w.shape, bias=b, stride=stride,
                              padding=padding, output_padding=output_padding, groups=groups,
                              dilation=dilation)
-    ct = _compute_dtype(x.dtype)
-    algo = resolve("conv_transpose2d", algorithm, ts.conv, ct, x.device)
+    ct = compute_dtype(x.dtype)
+    # its forward is the input gradient of ts.conv; its input's gradient is the forward
+    # pass (chosen always) and its weight's gradient the weight-gradient pass
+    algo = resolve("conv_transpose2d", algorithm, ts.conv, ct, x.device,
+                   grads=(True, grad_flags(x, w)[1]))
     xb = x if ts.batched else x.unsqueeze(0)
     full = conv_grad_input(xb.to(ct), w.to(ct), ts.conv, algo, ts.conv.padded_shape)
     (ph, pw), (oph, opw) = ts.padding, ts.output_padding
@@ -216,8 +221,8 @@ def conv2d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=
     spec = make_spec("conv2d_input", tuple(input_size), w.shape, stride=stride,
                      padding=padding, dilation=dilation, groups=groups)
     check_grad_output(spec, g.shape)
-    ct = _compute_dtype(g.dtype)
-    algo = resolve("conv2d_input", algorithm, spec, ct, g.device)
+    ct = compute_dtype(g.dtype)
+    algo = resolve("conv2d_input", algorithm, spec, ct, g.device, grads=(True, False))
     gb = g if spec.batched else g.unsqueeze(0)
     if _fuses_padding(spec, algo, "zeros"):
         gx = conv_grad_input(gb.to(ct), w.to(ct), spec, algo, (spec.n, spec.c_in, spec.h, spec.w))
@@ -243,8 +248,8 @@ def conv2d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation
     spec = make_spec("conv2d_weight", x.shape, tuple(weight_size), stride=stride,
                      padding=padding, dilation=dilation, groups=groups)
     check_grad_output(spec, g.shape)
-    ct = _compute_dtype(x.dtype)
-    algo = resolve("conv2d_weight", algorithm, spec, ct, x.device)
+    ct = compute_dtype(x.dtype)
+    algo = resolve("conv2d_weight", algorithm, spec, ct, x.device, grads=(False, True))
     xb, gb = (x, g) if spec.batched else (x.unsqueeze(0), g.unsqueeze(0))
     xin, aspec = _algorithm_view(xb.to(ct), spec, algo, "zeros")
     gw = conv_grad_weight(xin, gb.to(ct), aspec, algo, spec.weight_shape)

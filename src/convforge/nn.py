@@ -1,6 +1,7 @@
-"""Layers: drop-ins for ``torch.nn.Conv2d`` / ``torch.nn.ConvTranspose2d`` and the book's layer.
+"""Layers: drop-ins for ``torch.nn.Conv1d`` / ``Conv2d`` / ``ConvTranspose2d`` and the book's layer.
 
-:class:`Conv2d` and :class:`ConvTranspose2d` have torch's parameter names and shapes, torch's
+:class:`Conv1d`, :class:`Conv2d` and :class:`ConvTranspose2d` have torch's parameter names,
+attributes and shapes, torch's
 initialisation (Kaiming-uniform with ``a = sqrt(5)``, bias uniform in
 ``+-1/sqrt(fan_in)``, drawn in the same order, so a seeded layer holds the very numbers
 torch's would), torch's ``extra_repr`` and ``state_dict`` keys. They add what torch lacks:
@@ -10,21 +11,36 @@ torch's would), torch's ``extra_repr`` and ``state_dict`` keys. They add what to
 Argument rules live in :mod:`convforge.spec`; the constructors validate by building a spec
 for a dummy input large enough for the kernel, so every rule and message is the functional
 API's.
+
+A :class:`Conv2d` keeps the checked plan of each input configuration it has seen (shape,
+dtype, device, layout, gradient needs; :mod:`convforge.plan`): a later call with the same
+input is one dictionary lookup and the computation. Setting any of its arguments
+(``stride``, ``padding``, ``algorithm``...) forgets the plans.
+
+:func:`convert` turns the torch convolutions of a model into these layers in place (the
+same parameter tensors, buffers and hooks) and :func:`revert` turns them back.
 """
 
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 from torch import nn
 from torch.nn import init
 
-from . import functional
+from . import backends, functional
 from .algorithms import REGISTRY
+from .plan import ConvPlan
 from .spec import _is_int, _pair, make_spec, make_transpose_spec
 
-__all__ = ["Conv2d", "ConvTranspose2d", "Corr2d"]
+__all__ = ["Conv1d", "Conv2d", "ConvTranspose2d", "Corr2d", "convert", "revert"]
+
+#: attributes whose change makes a layer's cached plans stale
+_CONFIG = frozenset({"in_channels", "out_channels", "kernel_size", "stride", "padding",
+                     "dilation", "groups", "padding_mode", "algorithm", "measure",
+                     "output_padding"})
 
 
 def _check_channels(func, in_channels, out_channels, groups):
@@ -74,6 +90,18 @@ def _dummy_size(kernel, dilation, padding):
 
 
 class _ConvBase(nn.Module):
+    def __setattr__(self, name, value):
+        super().__setattr__(name, value)
+        if name in _CONFIG:
+            self.__dict__["_plans"] = {}
+
+    def __getstate__(self):
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else \
+            self.__dict__.copy()
+        state = dict(state)
+        state["_plans"] = {}                 # plans hold the process's algorithm choices
+        return state
+
     def _init_parameters(self, shape, bias, factory):
         self.weight = nn.Parameter(torch.empty(shape, **factory))
         if bias:
@@ -96,9 +124,9 @@ class _ConvBase(nn.Module):
         s += f", stride={self.stride}"
         if self.padding != (0,) * len(self.padding):
             s += f", padding={self.padding}"
-        if self.dilation != (1, 1):
+        if self.dilation != (1,) * len(self.dilation):
             s += f", dilation={self.dilation}"
-        if self.output_padding != (0, 0):
+        if self.output_padding != (0,) * len(self.output_padding):
             s += f", output_padding={self.output_padding}"
         if self.groups != 1:
             s += f", groups={self.groups}"
@@ -125,6 +153,9 @@ class Conv2d(_ConvBase):
             ``"symmetric"``.
         device, dtype: of the parameters.
         algorithm: ``"auto"`` or a name from :func:`convforge.algorithms`.
+        measure: with ``"auto"``, time the candidate algorithms once per input
+            configuration (True), trust the cost model (False), or follow
+            ``convforge.backends.benchmark`` (None).
 
     Shape:
         ``(N, C_in, H, W) -> (N, C_out, oH, oW)`` with
@@ -141,7 +172,7 @@ class Conv2d(_ConvBase):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  dilation=1, groups=1, bias=True, padding_mode="zeros", device=None,
-                 dtype=None, *, algorithm="auto"):
+                 dtype=None, *, algorithm="auto", measure=None):
         super().__init__()
         func = type(self).__name__
         _check_channels(func, in_channels, out_channels, groups)
@@ -158,18 +189,100 @@ class Conv2d(_ConvBase):
         self.kernel_size, self.stride, self.dilation = kernel_size, stride, dilation
         self.padding = _stored_padding(padding)
         self.groups, self.padding_mode, self.algorithm = groups, padding_mode, algorithm
+        self.measure = measure
         self.transposed, self.output_padding = False, (0, 0)
         self._init_parameters((out_channels, in_channels // groups, *kernel_size), bias,
                               {"device": device, "dtype": dtype})
 
     def _conv_forward(self, input, weight, bias):
-        return functional.conv2d(input, weight, bias, self.stride, self.padding, self.dilation,
-                                 self.groups, padding_mode=self.padding_mode,
-                                 algorithm=self.algorithm)
+        if not isinstance(input, torch.Tensor):       # NumPy: the functional path
+            return functional.conv2d(input, weight, bias, self.stride, self.padding,
+                                     self.dilation, self.groups,
+                                     padding_mode=self.padding_mode, algorithm=self.algorithm)
+        grad = torch.is_grad_enabled()
+        key = (input.shape, input.dtype, input.device, input.is_contiguous(), weight.shape,
+               weight.dtype, bias is None, grad and input.requires_grad,
+               grad and weight.requires_grad, backends.benchmark,
+               os.environ.get("CONVFORGE_ALGORITHM"))
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = ConvPlan(type(self).__name__, input, weight, bias, self.stride,
+                            self.padding, self.dilation, self.groups, self.padding_mode,
+                            self.algorithm, self.measure)
+            if len(self._plans) >= 64:
+                self._plans.clear()
+            self._plans[key] = plan
+        return plan.run(input, weight, bias)
 
     def forward(self, input):
         """Convolve ``input`` ``(N, C_in, H, W)`` or ``(C_in, H, W)``."""
         return self._conv_forward(input, self.weight, self.bias)
+
+    def plans(self) -> dict:
+        """The algorithms this layer has planned so far: ``{(input shape, (input grad,
+        weight grad)): label}``, the label as :attr:`convforge.plan.ConvPlan.label`
+        (``"torch"``, or ``"torch/depthwise/depthwise"`` for forward/grad_input/grad_weight).
+
+        Example:
+            >>> layer = Conv2d(4, 4, 3, groups=4, algorithm="depthwise")
+            >>> _ = layer(torch.randn(1, 4, 8, 8))
+            >>> layer.plans()
+            {((1, 4, 8, 8), (False, True)): 'depthwise'}
+        """
+        return {(tuple(k[0]), (k[7], k[8])): p.label for k, p in self._plans.items()}
+
+
+class Conv1d(_ConvBase):
+    """A drop-in for ``torch.nn.Conv1d`` computed by :func:`convforge.conv1d`.
+
+    Args:
+        in_channels, out_channels, kernel_size, stride, dilation, groups, bias: as torch
+            (ints or 1-tuples; stored as 1-tuples, as torch stores them).
+        padding: int, ``(left, right)``, ``"valid"`` or ``"same"`` (also with stride).
+        padding_mode, device, dtype, algorithm, measure: as :class:`Conv2d`.
+
+    Shape:
+        ``(N, C_in, L) -> (N, C_out, oL)`` with ``oL = floor((L + left + right -
+        d (k - 1) - 1) / s) + 1``.
+
+    Example:
+        >>> Conv1d(2, 4, 3, padding="same")(torch.randn(5, 2, 10)).shape
+        torch.Size([5, 4, 10])
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 dilation=1, groups=1, bias=True, padding_mode="zeros", device=None,
+                 dtype=None, *, algorithm="auto", measure=None):
+        super().__init__()
+        func = type(self).__name__
+        _check_channels(func, in_channels, out_channels, groups)
+        _check_algorithm(func, algorithm)
+        single = [(name, _pair(func, name, value, minimum=m)[0]) for name, value, m in
+                  (("kernel_size", kernel_size, 1), ("stride", stride, 1),
+                   ("dilation", dilation, 1))]
+        (_, k), (_, st), (_, d) = single
+        if isinstance(padding, str) or _is_int(padding):
+            stored = padding if isinstance(padding, str) else (int(padding),)
+        else:
+            stored = tuple(int(p) for p in padding)
+        cpg = in_channels // groups if _is_int(groups) and groups >= 1 else in_channels
+        size = d * (k - 1) + 1 + 2 * max([0] + [p for p in stored if _is_int(p)]) + 1
+        functional.conv1d(torch.zeros(1, in_channels, size), torch.zeros(out_channels, cpg, k),
+                          stride=st, padding=stored, dilation=d, groups=groups,
+                          padding_mode=padding_mode, algorithm="reference")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.dilation = (k,), (st,), (d,)
+        self.padding, self.groups, self.padding_mode = stored, groups, padding_mode
+        self.algorithm, self.measure = algorithm, measure
+        self.transposed, self.output_padding = False, (0,)
+        self._init_parameters((out_channels, in_channels // groups, k), bias,
+                              {"device": device, "dtype": dtype})
+
+    def forward(self, input):
+        """Convolve ``input`` ``(N, C_in, L)`` or ``(C_in, L)``."""
+        return functional.conv1d(input, self.weight, self.bias, self.stride, self.padding,
+                                 self.dilation, self.groups, padding_mode=self.padding_mode,
+                                 algorithm=self.algorithm, measure=self.measure)
 
 
 class ConvTranspose2d(_ConvBase):
@@ -299,3 +412,6 @@ class Corr2d(nn.Module):
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, bias={self.bias is not None}"
+
+
+from ._convert import convert, revert  # noqa: E402  (they map torch's classes to these)

@@ -15,6 +15,14 @@ algorithm is also handed zero-padded convolutions with ``spec.padding`` still to
 Everything else an algorithm reads is ``spec.stride``, ``spec.dilation``, ``spec.groups``.
 Tensors may be non-contiguous (channels_last, slices) and complex. A new algorithm is one module and
 one line in ``_MODULES``; it then joins every parity test and benchmark by itself.
+
+A module may also offer ``native(x, w, b, spec)``: the whole convolution (bias included) as
+one differentiable torch expression. torch's kernels do (``F.conv2d``); a call whose every
+pass is planned on such an algorithm runs it directly, with torch's own autograd.
+
+Each pass of a call may run on a different algorithm: a :class:`Passes` names the
+algorithm of the forward pass, of the input gradient and of the weight gradient (the
+depthwise layers of a network, say, run torch's forward and convforge's backward).
 """
 
 from __future__ import annotations
@@ -26,7 +34,8 @@ from dataclasses import dataclass
 # name -> (module, may "auto" choose it?)
 _MODULES = {
     "reference": ("reference", False),  # float64 oracle: tests and teaching
-    "torch": ("torch_native", False),   # torch's own kernels, a baseline for comparison
+    "torch": ("torch_native", True),    # torch's own kernels, on the input's layout
+    "torch_cl": ("torch_cl", True),     # torch's kernels on a channels_last copy
     "shift": ("shift", True),
     "im2col": ("im2col", True),
     "winograd": ("winograd", True),
@@ -46,12 +55,44 @@ class Algorithm:
     grad_weight: Callable
     cost: Callable
     fused_zero_padding: bool = False
+    native: Callable | None = None
+
+
+@dataclass(frozen=True)
+class Passes:
+    """The algorithm of each pass: forward, input gradient, weight gradient."""
+
+    forward: Algorithm
+    grad_input: Algorithm
+    grad_weight: Algorithm
+
+    @classmethod
+    def of(cls, algo: Algorithm) -> Passes:
+        """One algorithm for all three passes."""
+        return cls(algo, algo, algo)
+
+    @property
+    def fused_zero_padding(self) -> bool:
+        """Whether every pass takes the unpadded input (else the input is padded first)."""
+        return all(a.fused_zero_padding for a in (self.forward, self.grad_input,
+                                                  self.grad_weight))
+
+    @property
+    def names(self) -> tuple[str, str, str]:
+        return (self.forward.name, self.grad_input.name, self.grad_weight.name)
+
+    @property
+    def label(self) -> str:
+        """``"direct"`` when one algorithm runs every pass, else ``"torch/depthwise/..."``."""
+        names = self.names
+        return names[0] if len(set(names)) == 1 else "/".join(names)
 
 
 def _load(name: str, module: str, auto: bool) -> Algorithm:
     mod = importlib.import_module(f"{__name__}.{module}")
     return Algorithm(name, auto, mod.supports, mod.forward, mod.grad_input, mod.grad_weight,
-                     mod.cost, getattr(mod, "FUSED_ZERO_PADDING", False))
+                     mod.cost, getattr(mod, "FUSED_ZERO_PADDING", False),
+                     getattr(mod, "native", None))
 
 
 REGISTRY: dict[str, Algorithm] = {

@@ -1,9 +1,27 @@
-"""torch's own kernels (F.conv2d, torch.nn.grad): a baseline for benchmarks, never "auto"."""
+"""torch's own kernels (``F.conv2d``, ``torch.nn.grad``) on the input's own layout.
+
+A candidate of "auto" like any other: where oneDNN's dense kernels win (3x3 layers of a
+ResNet), "auto" says so by choosing ``torch``. Zero padding is fused: torch pads
+symmetric zeros itself; the asymmetric excess (strided ``"same"``) is padded by
+``F.pad`` first. When "auto" picks torch for every pass a call needs, ``convforge.conv2d``
+calls :func:`native` (one ``F.conv2d``, torch's own autograd and fused backward) instead
+of the three separate passes.
+"""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+FUSED_ZERO_PADDING = True
+
+# ---- cost model constants (seconds), for dispatch; benchmarks/fit_cost_model.py fits
+# the weights. oneDNN on the 2-core machine, float32: dense 3x3 layers at about 120
+# GFLOP/s, depthwise ones at about 15 (NCHW: reorders to blocked layouts each call).
+_SECONDS_PER_FLOP = 1 / 120e9
+_SECONDS_PER_FLOP_DEPTHWISE = 1 / 15e9
+_SECONDS_PER_BYTE = 1 / 10e9
+_OVERHEAD = 1.5e-5
 
 
 def supports(spec, dtype, device):
@@ -12,19 +30,49 @@ def supports(spec, dtype, device):
     return None
 
 
+def split_padding(padding):
+    """(symmetric (pH, pW) for torch, excess (left, right, top, bottom) for F.pad)."""
+    top, bottom, left, right = padding
+    ph, pw = min(top, bottom), min(left, right)
+    return (ph, pw), (left - pw, right - pw, top - ph, bottom - ph)
+
+
+def native(x, w, b, spec):
+    """``F.conv2d`` with the spec's zero padding, stride, dilation and groups."""
+    sym, extra = split_padding(spec.padding)
+    if any(extra):
+        x = F.pad(x, extra)
+    return F.conv2d(x, w, b, spec.stride, sym, spec.dilation, spec.groups)
+
+
 def forward(x, w, spec):
-    return F.conv2d(x, w, None, spec.stride, 0, spec.dilation, spec.groups)
+    return native(x, w, None, spec)
 
 
 def grad_input(grad_out, w, spec, x_shape):
-    return torch.nn.grad.conv2d_input(tuple(x_shape), w, grad_out, spec.stride, 0,
-                                      spec.dilation, spec.groups)
+    sym, extra = split_padding(spec.padding)
+    if not any(extra):
+        return torch.nn.grad.conv2d_input(tuple(x_shape), w, grad_out, spec.stride, sym,
+                                          spec.dilation, spec.groups)
+    n, c, h, wd = x_shape
+    left, right, top, bottom = extra
+    full = (n, c, h + top + bottom, wd + left + right)
+    gx = torch.nn.grad.conv2d_input(full, w, grad_out, spec.stride, sym, spec.dilation,
+                                    spec.groups)
+    return gx[..., top:top + h, left:left + wd]
 
 
 def grad_weight(x, grad_out, spec, w_shape):
-    return torch.nn.grad.conv2d_weight(x, tuple(w_shape), grad_out, spec.stride, 0,
+    sym, extra = split_padding(spec.padding)
+    if any(extra):
+        x = F.pad(x, extra)
+    return torch.nn.grad.conv2d_weight(x, tuple(w_shape), grad_out, spec.stride, sym,
                                        spec.dilation, spec.groups)
 
 
 def cost(spec, dtype, device):
-    return float("inf")
+    """FLOPs at oneDNN's rate (dense or depthwise), bytes moved, a per-call constant."""
+    depthwise = spec.c_in == spec.groups and spec.groups > 1
+    rate = _SECONDS_PER_FLOP_DEPTHWISE if depthwise else _SECONDS_PER_FLOP
+    elems = spec.n * (spec.c_in * spec.h * spec.w + spec.c_out * spec.out_h * spec.out_w)
+    return spec.flops() * rate + elems * dtype.itemsize * _SECONDS_PER_BYTE + _OVERHEAD

@@ -1,0 +1,138 @@
+"""Plans: everything about a call that does not depend on the values, worked out once.
+
+A :class:`ConvPlan` (called as ``plan.run(x, w, b)``) holds a checked :class:`~convforge.spec.ConvSpec`, the algorithm of
+each pass (``dispatch.choose_plan``), the compute dtype and how the input is padded. It
+is built on the first call of a configuration (every argument check of
+:mod:`convforge.spec` runs then, and every error is raised then) and kept: a later call
+with the same shapes, dtypes, device, layout, arguments and gradient needs is a dictionary
+lookup and the computation itself. ``convforge.conv2d`` keeps plans in one table keyed by
+the whole call; a layer (``convforge.nn.Conv2d``) keeps its own, keyed by its input only.
+
+When torch's kernels run every pass a call needs, the plan calls ``F.conv2d`` directly
+(``native``): torch's own autograd and fused backward, as ``torch.nn.Conv2d`` would.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+import torch.nn.functional as F
+
+from . import backends
+from .autograd import conv_forward
+from .dispatch import _needed, resolve
+from .spec import _LOW_PRECISION, check_dtypes, make_spec, pad_input
+
+_MAX_PLANS = 1024
+
+
+def compute_dtype(dtype):
+    """float16/bfloat16 are computed in float32; every other dtype in itself."""
+    return torch.float32 if dtype in _LOW_PRECISION else dtype
+
+
+def grad_flags(x, w) -> tuple[bool, bool]:
+    """(input gradient needed, weight gradient needed) for a call made now."""
+    if not torch.is_grad_enabled():
+        return (False, False)
+    return (x.requires_grad, w.requires_grad)
+
+
+def is_channels_last(x) -> bool:
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(
+        memory_format=torch.channels_last)
+
+
+class ConvPlan:
+    """One checked configuration of a 2D convolution and the algorithms of its passes."""
+
+    __slots__ = ("spec", "passes", "aspec", "ct", "native", "pad_first", "padding_mode",
+                 "run")
+
+    def __init__(self, func, x, w, b, stride, padding, dilation, groups, padding_mode,
+                 algorithm, measure=None):
+        check_dtypes(func, x, w, b)
+        spec = make_spec(func, x.shape, w.shape, bias=b, stride=stride, padding=padding,
+                         dilation=dilation, groups=groups, padding_mode=padding_mode)
+        self.spec, self.ct, self.padding_mode = spec, compute_dtype(x.dtype), padding_mode
+        grads = grad_flags(x, w)
+        self.passes = resolve(func, algorithm, spec, self.ct, x.device, grads=grads,
+                              measure=measure, channels_last=is_channels_last(x))
+        needed = [getattr(self.passes, p) for p in _needed(grads)]
+        first = self.passes.forward
+        self.native = first.native if all(a is first for a in needed) else None
+        fused = (self.passes.fused_zero_padding if self.native is None
+                 else first.fused_zero_padding)
+        # non-zero padding modes (and algorithms that do not pad zeros) get a padded input
+        self.pad_first = spec.is_padded and not (fused and padding_mode == "zeros")
+        self.aspec = spec.after_padding() if self.pad_first else spec
+        self.run = self._general
+        top, bottom, left, right = self.aspec.padding
+        if (self.native is not None and first.name == "torch" and self.ct == x.dtype
+                and not self.pad_first and top == bottom and left == right):
+            # torch's layer, as torch.nn.Conv2d would call it (unbatched inputs included)
+            self.run = functools.partial(F.conv2d, stride=spec.stride, padding=(top, left),
+                                         dilation=spec.dilation, groups=spec.groups)
+
+    @property
+    def label(self) -> str:
+        """The algorithm of each pass, as ``Passes.label`` (``"torch"``, ``"torch/depthwise/
+        depthwise"``)."""
+        return self.passes.label
+
+    def _general(self, x, w, b):
+        """``run(x, w, b)``: the convolution of ``x`` (of the plan's configuration) with
+        ``w`` and bias ``b``; for torch's kernels on their own, ``F.conv2d`` itself."""
+        ct, dtype = self.ct, x.dtype
+        if not self.spec.batched:
+            x = x.unsqueeze(0)
+        if dtype != ct:
+            x, w = x.to(ct), w.to(ct)
+            b = None if b is None else b.to(ct)
+        if self.pad_first:
+            x = pad_input(x, self.spec.padding, self.padding_mode)  # (N, C_in, Hp, Wp)
+        if self.native is not None:
+            out = self.native(x, w, b, self.aspec)
+        else:
+            out = conv_forward(x, w, self.aspec, self.passes)     # (N, C_out, oH, oW)
+            if b is not None:
+                out = out + b.view(1, -1, 1, 1)
+        if dtype != ct:
+            out = out.to(dtype)
+        return out if self.spec.batched else out.squeeze(0)
+
+
+_PLANS: dict = {}
+
+
+def _descr(t):
+    return None if t is None else (t.shape, t.dtype, t.device)
+
+
+def conv_plan(func, x, w, b, stride, padding, dilation, groups, padding_mode, algorithm,
+              measure=None):
+    """The cached plan of a ``conv2d`` call (built, and checked, on first use)."""
+    grads = grad_flags(x, w)
+    try:
+        key = (func, x.shape, x.dtype, x.device, is_channels_last(x), w.shape, w.dtype,
+               w.device, _descr(b), stride, padding, dilation, groups, padding_mode,
+               algorithm, grads, measure, backends.benchmark,
+               os.environ.get("CONVFORGE_ALGORITHM"))
+        plan = _PLANS.get(key)
+    except TypeError:               # an unhashable argument (a list): no caching
+        key = plan = None
+    if plan is None:
+        plan = ConvPlan(func, x, w, b, stride, padding, dilation, groups, padding_mode,
+                        algorithm, measure)
+        if key is not None:
+            if len(_PLANS) >= _MAX_PLANS:
+                _PLANS.clear()
+            _PLANS[key] = plan
+    return plan
+
+
+def clear_plans() -> None:
+    """Forget every cached plan of the functions (layers keep their own until changed)."""
+    _PLANS.clear()
