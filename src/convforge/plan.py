@@ -1,9 +1,10 @@
 """Plans: everything about a call that does not depend on the values, worked out once.
 
-A :class:`ConvPlan` (called as ``plan.run(x, w, b)``) holds a checked :class:`~convforge.spec.ConvSpec`, the algorithm of
-each pass (``dispatch.choose_plan``), the compute dtype and how the input is padded. It
-is built on the first call of a configuration (every argument check of
-:mod:`convforge.spec` runs then, and every error is raised then) and kept: a later call
+A :class:`ConvPlan` (called as ``plan.run(x, w, b)``) holds a checked
+:class:`~convforge.spec.ConvSpec`, the algorithm of each pass (``dispatch.choose_plan``),
+the compute dtype and how the input is padded. It is built on the first call of a
+configuration (every argument check of :mod:`convforge.spec` runs then, and every error
+is raised then) and kept: a later call
 with the same shapes, dtypes, device, layout, arguments and gradient needs is a dictionary
 lookup and the computation itself. ``convforge.conv2d`` keeps plans in one table keyed by
 the whole call; a layer (``convforge.nn.Conv2d``) keeps its own, keyed by its input only.
