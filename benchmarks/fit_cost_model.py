@@ -1,17 +1,23 @@
-"""Fit dispatch's cost model: time every "auto" algorithm on a grid, write cost_model.json.
+"""Fit dispatch's cost model: time every "auto" algorithm's passes on a grid, write the JSON.
 
-For each grid shape and each registered algorithm that "auto" may use and that supports
-it, the script measures the forward and the forward + backward time (float32, 2 threads;
-algorithms timed round-robin, the minimum of 5 rounds kept: robust to other processes on
-a shared machine) and the float32 / float64 error against float64 ``F.conv2d``. Per
-algorithm and pass it fits non-negative weights of ``dispatch.cost_features`` (the
-algorithm's own ``cost()`` estimate, FLOPs per output row segment, input and output bytes,
-a per-call constant) minimising the squared relative error, writes
-``src/convforge/cost_model.json``
-and prints how often the fitted choice is within 10% of the fastest algorithm, in-sample and
-leave-one-out (each shape predicted by constants fitted without it).
+The grid is the layer shapes of real networks (``benchmarks/models.py``: LeNet, ResNet-20,
+MobileNetV2 and ConvNeXt for 32x32 inputs at batch 1 and 32; ResNet-18 and MobileNetV2
+for 224x224 inputs at batch 1 and 8) plus 26 shapes of images and single layers. For each
+shape and each registered algorithm that "auto" may use and that supports it, the script
+measures the forward pass, the input gradient and the weight gradient separately (float32,
+2 threads; the algorithms of one pass timed round-robin, the minimum of the rounds kept:
+robust to other processes on a shared machine; an algorithm 6x slower than the best of a
+pass after its first timed run is not timed again, one whose warm-up was 12x the best is
+not timed at all). Per algorithm and pass it fits
+non-negative weights of ``dispatch.cost_features`` minimising the squared relative error,
+and prints how often dispatch's rule (lowest prediction; torch's kernel unless another is
+``TORCH_MARGIN`` faster) picks an algorithm within 10% of the fastest, in-sample and
+leave-one-out (each shape predicted by constants fitted without it), per pass and for a
+training step (the three passes together). Errors against float64 ``F.conv2d`` are
+measured on the smaller shapes. Writes ``src/convforge/cost_model.json``.
 
-Usage: ``python benchmarks/fit_cost_model.py [--quick] [--dry-run]``
+Usage: ``python benchmarks/fit_cost_model.py [--quick] [--dry-run] [--no-224]``
+(about 15 minutes; ``--quick``: a few shapes, seconds).
 """
 
 from __future__ import annotations
@@ -30,15 +36,20 @@ from scipy.optimize import nnls
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import THREADS  # noqa: E402
+from models import MODELS  # noqa: E402
 
 import convforge  # noqa: E402
 from convforge import dispatch  # noqa: E402
 from convforge.algorithms import REGISTRY  # noqa: E402
 
 OUT = Path(dispatch.__file__).with_name("cost_model.json")
+PASSES = dispatch.PASSES
+_PRUNE = 6.0          # not timed again: this many times slower than the pass's best
+_HOPELESS = 12.0      # not timed at all: its warm-up this many times the best warm-up
+_SLOW = 0.5           # seconds: a pass this slow is timed once
 
 # (label, input shape, weight shape, conv2d kwargs)
-GRID = [
+BASE = [
     ("dense3 64x56 n8", (8, 64, 56, 56), (64, 64, 3, 3), dict(padding=1)),
     ("dense3 128x28 n8", (8, 128, 28, 28), (128, 128, 3, 3), dict(padding=1)),
     ("dense3 256x14 n8", (8, 256, 14, 14), (256, 256, 3, 3), dict(padding=1)),
@@ -66,8 +77,47 @@ GRID = [
     ("rgb 5x5 dw 256", (4, 3, 256, 256), (3, 1, 5, 5), dict(padding=2, groups=3)),
     ("grouped 4 64x28", (8, 64, 28, 28), (64, 16, 3, 3), dict(padding=1, groups=4)),
 ]
-QUICK = [g for g in GRID if g[0] in ("dense3 32x32 n2", "1x1 256->256 14", "lenet 6->16",
-                                     "dw3 64x56", "img 5x5 512")]
+#: (model, batch sizes): the networks whose layers join the grid
+NETWORKS = [("lenet", (1, 32)), ("resnet_cifar", (1, 32)), ("mobilenet_v2_cifar", (1, 32)),
+            ("convnext_cifar", (1, 32)), ("resnet18", (1, 8)), ("mobilenet_v2", (1, 8))]
+QUICK = ["dense3 32x32 n2", "1x1 256->256 14", "lenet 6->16", "dw3 64x56", "img 5x5 512"]
+
+
+def network_layers(name, batch):
+    """(label, input shape, weight shape, kwargs) of every distinct Conv2d of a model."""
+    build, sample = MODELS[name]
+    model, seen = build(), {}
+
+    def hook(layer, inputs, _):
+        kw = dict(stride=layer.stride, padding=layer.padding, groups=layer.groups)
+        key = (tuple(inputs[0].shape), tuple(layer.weight.shape), tuple(sorted(kw.items())))
+        if key not in seen:
+            kind = "dw" if layer.groups == layer.in_channels > 1 else "conv"
+            seen[key] = (f"{name} n{batch} {kind}{layer.kernel_size[0]} s{layer.stride[0]} "
+                         f"{layer.in_channels}->{layer.out_channels}@{inputs[0].shape[-1]}",
+                         key[0], key[1], kw)
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        model.eval()(torch.zeros(batch, *sample))
+    for h in handles:
+        h.remove()
+    return list(seen.values())
+
+
+def grid(include_224=True):
+    """BASE and the distinct layer shapes of NETWORKS (a shape two models share, once)."""
+    out, seen = list(BASE), {(xs, ws, tuple(sorted(kw.items()))) for _, xs, ws, kw in BASE}
+    for name, batches in NETWORKS:
+        if MODELS[name][1][-1] > 32 and not include_224:
+            continue
+        for batch in batches:
+            for label, xs, ws, kw in network_layers(name, batch):
+                key = (xs, ws, tuple(sorted(kw.items())))
+                if key not in seen:
+                    seen.add(key)
+                    out.append((label, xs, ws, kw))
+    return out
 
 
 def _spec(xs, ws, kw):
@@ -86,47 +136,66 @@ def _once(fn):
     return time.perf_counter() - t0
 
 
-def measure(grid, log=print, rounds=5, slow=1.0):
-    """Rows ``{label, algo, raw_cost, fwd_s, train_s, err32, err64}`` for every pair.
+def _pass_fns(name, spec):
+    """The three passes of one algorithm on random operands, as conv2d hands them over."""
+    algo = REGISTRY[name]
+    aspec, x, w, g = dispatch._random_operands(spec, torch.float32, torch.device("cpu"),
+                                               (algo,))
+    return {"forward": lambda: algo.forward(x, w, aspec),
+            "grad_input": lambda: algo.grad_input(g, w, aspec, tuple(x.shape)),
+            "grad_weight": lambda: algo.grad_weight(x, g, aspec, spec.weight_shape)}
 
-    The algorithms of one shape are timed round-robin (``rounds`` rounds after a warm-up,
-    the minimum kept), so a burst of load from other processes hits all of them alike;
-    passes slower than ``slow`` seconds are timed in the first round only.
-    """
+
+def warm_up():
+    """Compile every Numba kernel once (small shapes), so that no timing includes it."""
+    for _, xs, ws, kw in [BASE[4], BASE[7], BASE[14], BASE[16], BASE[20], BASE[25]]:
+        small = (1, xs[1], min(xs[2], 20), min(xs[3], 20))
+        spec = _spec(small, ws, kw)
+        for name, algo in REGISTRY.items():
+            if algo.auto and algo.supports(spec, torch.float32, torch.device("cpu")) is None:
+                for fn in _pass_fns(name, spec).values():
+                    fn()
+
+
+def measure(shapes, log=print, rounds=3):
+    """Rows ``{label, algo, raw_cost, forward, grad_input, grad_weight, err32, err64}``."""
     rows = []
-    for label, xs, ws, kw in grid:
+    cpu = torch.device("cpu")
+    for label, xs, ws, kw in shapes:
         spec = _spec(xs, ws, kw)
+        names = [n for n, a in REGISTRY.items()
+                 if a.auto and a.supports(spec, torch.float32, cpu) is None]
+        fns = {n: _pass_fns(n, spec) for n in names}
+        best = {}
+        for pass_ in PASSES:
+            warm = {n: _once(fns[n][pass_]) for n in names}
+            top = min(warm.values())
+            t = {n: _once(fns[n][pass_]) if warm[n] <= _HOPELESS * top else warm[n]
+                 for n in names}
+            top = min(t.values())
+            active = [n for n in names if t[n] <= _PRUNE * top and t[n] < _SLOW]
+            for _ in range(rounds):
+                for n in active:
+                    t[n] = min(t[n], _once(fns[n][pass_]))
+            best[pass_] = t
         x, w = torch.randn(xs), torch.randn(ws)
-        xg, wg = x.clone().requires_grad_(), w.clone().requires_grad_()
-        names = [n for n, a in REGISTRY.items() if a.auto
-                 and a.supports(spec, torch.float32, torch.device("cpu")) is None]
-        passes = {}
-        for name in names:
-            def forward(n=name, x=x, w=w, kw=kw):
-                convforge.conv2d(x, w, algorithm=n, **kw)
-
-            def train(n=name, xg=xg, wg=wg, kw=kw):
-                y = convforge.conv2d(xg, wg, algorithm=n, **kw)
-                y.backward(torch.ones_like(y))
-            passes[(name, "fwd_s")], passes[(name, "train_s")] = forward, train
-        for fn in passes.values():                    # warm-up (and Numba compiles)
-            fn()
-        best = {key: _once(fn) for key, fn in passes.items()}
-        for _ in range(rounds):
-            for key, fn in passes.items():
-                if best[key] < slow:
-                    best[key] = min(best[key], _once(fn))
-        for name in names:
-            row = dict(label=label, algo=name,
-                       raw_cost=REGISTRY[name].cost(spec, torch.float32, torch.device("cpu")),
-                       fwd_s=best[(name, "fwd_s")], train_s=best[(name, "train_s")],
-                       err32=_error(name, x, w, kw, torch.float32),
-                       err64=_error(name, x, w, kw, torch.float64)
-                       if spec.flops() < 3e8 else None)
+        for n in names:
+            row = dict(label=label, algo=n, raw_cost=REGISTRY[n].cost(spec, torch.float32, cpu),
+                       **{p: best[p][n] for p in PASSES},
+                       err32=_error(n, x, w, kw, torch.float32) if spec.flops() < 3e9 else None,
+                       err64=_error(n, x, w, kw, torch.float64) if spec.flops() < 3e8 else None)
             rows.append(row)
-            log(f"{label:22s} {name:9s} fwd {row['fwd_s'] * 1e3:9.2f} ms  fwd+bwd "
-                f"{row['train_s'] * 1e3:9.2f} ms  err32 {row['err32']:.1e}")
+        log(f"{label:44s} " + "  ".join(
+            f"{p[:6]} {min(best[p], key=best[p].get):9s}{min(best[p].values()) * 1e3:8.2f} ms"
+            f" (torch {best[p].get('torch', math.nan) * 1e3:7.2f})" for p in PASSES))
     return rows
+
+
+_SPECS: dict = {}
+
+
+def _features(r):
+    return dispatch.cost_features(_SPECS[r["label"]], r["raw_cost"])
 
 
 def fit(rows, key):
@@ -147,62 +216,86 @@ def fit(rows, key):
     return out
 
 
-_SPECS = {}
+def model_of(rows, shapes):
+    """The cost model dispatch reads: fits per pass, the shapes and the measurements."""
+    model = {p: fit(rows, p) for p in PASSES}
+    labels = {r["label"] for r in rows}
+    model["shapes"] = {k: v for k, v in shapes.items() if k in labels}
+    model["measurements"] = rows
+    return model
 
 
-def _features(r):
-    if r["label"] not in _SPECS:
-        _SPECS.update({label: _spec(xs, ws, kw) for label, xs, ws, kw in GRID})
-    return dispatch.cost_features(_SPECS[r["label"]], r["raw_cost"])
+def _pick(group, predictor, pass_):
+    """dispatch's rule (dispatch._best) on one shape's measured rows."""
+    spec = _SPECS[group[0]["label"]]
+    names = [r["algo"] for r in group]
+    best = dispatch._best(names, lambda n: predictor.seconds(n, spec, pass_=pass_))
+    return next(r for r in group if r["algo"] == best)
 
 
-def _pick(group, table):
-    def pred(r):
-        coef = table.get(r["algo"], {"coef": [1.0, 0, 0, 0, 0]})["coef"]
-        return float(np.dot(coef, _features(r)))
-    return min(group, key=pred)
-
-
-def quality(rows, key, loo=True):
-    """Fraction of grid shapes where the model's pick is within 10% of the fastest."""
+def quality(rows, shapes, keys, loo=True):
+    """Shapes where the picks for ``keys`` (passes) sum to within 10% of the fastest, with
+    the predictor fitted on every shape (in-sample) or on all the others (leave-one-out)."""
     labels = list(dict.fromkeys(r["label"] for r in rows))
-    hits = 0
+    full = None if loo else dispatch.Predictor(model_of(rows, shapes))
+    hits, misses = 0, []
     for label in labels:
         group = [r for r in rows if r["label"] == label]
-        table = fit([r for r in rows if r["label"] != label] if loo else rows, key)
-        best = min(r[key] for r in group)
-        hits += _pick(group, table)[key] <= 1.1 * best
-    return hits, len(labels)
+        predictor = full or dispatch.Predictor(
+            model_of([r for r in rows if r["label"] != label], shapes))
+        chosen = sum(_pick(group, predictor, k)[k] for k in keys)
+        best = sum(min(r[k] for r in group) for k in keys)
+        torch_t = sum(r[k] for r in group if r["algo"] == "torch" for k in keys)
+        if chosen <= 1.1 * best:
+            hits += 1
+        else:
+            misses.append((label, chosen / best, chosen / torch_t if torch_t else math.nan))
+    return hits, len(labels), misses
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="five small shapes")
     parser.add_argument("--dry-run", action="store_true", help="do not write the JSON")
+    parser.add_argument("--no-224", action="store_true", help="leave out the 224x224 models")
+    parser.add_argument("--rows", help="re-fit saved measurements (a cost_model.json)")
     args = parser.parse_args(argv)
     torch.set_num_threads(THREADS)
     torch.manual_seed(0)
     t0 = time.time()
-    rows = measure(QUICK if args.quick else GRID)
+    shapes = grid(include_224=not args.no_224)
+    if args.quick:
+        shapes = [s for s in shapes if s[0] in QUICK]
+    if args.rows:                               # every shape, as the saved rows may hold
+        shapes = grid()
+    _SPECS.update({label: _spec(xs, ws, kw) for label, xs, ws, kw in shapes})
+    shape_table = {label: [xs, ws, kw] for label, xs, ws, kw in shapes}
+    if args.rows:
+        rows = json.loads(Path(args.rows).read_text())["measurements"]
+    else:
+        warm_up()
+        rows = measure(shapes)
     model = {"threads": THREADS, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-             "grid_shapes": len({r["label"] for r in rows})}
-    for key, table in (("fwd_s", "forward"), ("train_s", "train")):
-        model[table] = fit(rows, key)
-        h_in, n = quality(rows, key, loo=False)
-        h_loo, _ = quality(rows, key, loo=True)
-        model[f"quality_{table}"] = {"in_sample": [h_in, n], "leave_one_out": [h_loo, n]}
-        print(f"{table:8s} auto within 10% of the fastest: in-sample {h_in}/{n} "
+             "grid_shapes": len({r["label"] for r in rows}), "quality": {}}
+    model.update(model_of(rows, shape_table))
+    for name, keys in [(p, (p,)) for p in PASSES] + [("train step", PASSES)]:
+        h_in, n, _ = quality(rows, shape_table, keys, loo=False)
+        h_loo, _, misses = quality(rows, shape_table, keys, loo=True)
+        model["quality"][name] = {"in_sample": [h_in, n], "leave_one_out": [h_loo, n],
+                                  "misses": misses}
+        print(f"{name:12s} auto within 10% of the fastest: in-sample {h_in}/{n} "
               f"({100 * h_in / n:.0f}%), leave-one-out {h_loo}/{n} ({100 * h_loo / n:.0f}%)")
+        for label, vs_best, vs_torch in misses:
+            print(f"    miss: {label:44s} {vs_best:5.2f}x the fastest, {vs_torch:5.2f}x torch")
     errors = {}
     for r in rows:
         e = errors.setdefault(r["algo"], {"float32": 0.0, "float64": 0.0})
-        e["float32"] = max(e["float32"], r["err32"])
-        if r["err64"] is not None:
-            e["float64"] = max(e["float64"], r["err64"])
+        for key, dtype in (("err32", "float32"), ("err64", "float64")):
+            if r[key] is not None:
+                e[dtype] = max(e[dtype], r[key])
     model["errors"] = errors
-    model["measurements"] = rows
     for name, e in errors.items():
-        print(f"error {name:9s} float32 {e['float32']:.1e}  float64 {e['float64']:.1e}")
+        print(f"error {name:10s} float32 {e['float32']:.1e}  float64 {e['float64']:.1e}")
     if not args.dry_run:
         OUT.write_text(json.dumps(model, indent=1) + "\n")
         print(f"wrote {OUT} ({time.time() - t0:.0f} s)")

@@ -17,7 +17,10 @@ How it decides:
 2. Each candidate's time for each pass is predicted by a non-negative combination of the
    terms of :func:`cost_features`: its own ``cost()`` estimate, FLOPs per output row
    segment (short rows), input and output bytes, and a per-call constant. The weights are
-   fitted per algorithm and pass on this machine by ``benchmarks/fit_cost_model.py``. An
+   fitted per algorithm and pass on this machine by ``benchmarks/fit_cost_model.py``, on
+   the layer shapes of real networks (LeNet, ResNet-20, MobileNetV2, ConvNeXt at 32x32,
+   ResNet-18 and MobileNetV2 at 224x224) and 26 image and layer shapes; the prediction is
+   then corrected by the fit's measurements at nearby shapes (:class:`Predictor`). An
    algorithm the fit has not seen, or a non-CPU device, keeps its raw ``cost()``.
 3. Per pass the lowest prediction wins, except that another algorithm must beat torch's
    prediction by :data:`TORCH_MARGIN` to be chosen over it: where the model cannot tell
@@ -51,6 +54,7 @@ import torch
 
 from . import backends
 from .algorithms import REGISTRY, Passes
+from .spec import make_spec
 
 #: max |y - y_float64| / max |y_float64| that "auto" accepts per compute dtype
 TOLERANCE = {
@@ -131,21 +135,103 @@ def cost_features(spec, raw: float, dtype=torch.float32) -> list:
             inputs * size / 8e9, outputs * size / 8e9, 1e-4]
 
 
+#: nearest-neighbour correction: width (log2 units) of a neighbour's weight, and the
+#: prior weight that pulls a correction from far neighbours back to the fitted model
+_SIGMA, _PRIOR = 0.75, 0.05
+
+
+def _kind(spec) -> tuple:
+    """Configurations are only compared within a kind (1x1, depthwise, stride, dilation)."""
+    return (spec.kh * spec.kw == 1, spec.c_in == spec.groups > 1, spec.stride,
+            spec.dilation != (1, 1))
+
+
+def _position(spec) -> tuple:
+    """log2 of the sizes that set a configuration's cost."""
+    return tuple(math.log2(max(v, 1)) for v in (
+        spec.n, spec.c_in // spec.groups, spec.c_out // spec.groups, spec.groups,
+        spec.out_h * spec.out_w, spec.kh * spec.kw))
+
+
+class Predictor:
+    """Seconds of each pass of each algorithm: the fitted combination of
+    :func:`cost_features`, corrected by the measured shapes near the configuration.
+
+    The fit's measurements (``cost_model.json``, ``measurements``: every algorithm's time
+    for every pass of every grid shape) say how far the fitted model is from the truth at
+    each grid shape; a configuration's prediction is multiplied by the geometric mean of
+    those ratios at the grid shapes of its kind (1x1, depthwise, stride, dilation), each
+    weighted by ``exp(-d^2 / 2 sigma^2)`` at distance d in log2 sizes (batch, channels per
+    group in and out, groups, output pixels, taps). A measured shape is thus predicted by
+    its own measurement, and shapes between measured ones by their neighbours'.
+    """
+
+    def __init__(self, model: dict):
+        self.model = model
+        self._near: dict = {}
+        specs = {}
+        for label, (xs, ws, kw) in model.get("shapes", {}).items():
+            specs[label] = make_spec("conv2d", xs, ws, **{
+                k: tuple(v) if isinstance(v, list) else v for k, v in kw.items()})
+        for row in model.get("measurements", []):
+            spec, name = specs.get(row["label"]), row["algo"]
+            if spec is None or name not in REGISTRY:
+                continue
+            for pass_ in PASSES:
+                fitted = self.fitted(name, spec, torch.float32, pass_)
+                if row.get(pass_) and fitted > 0:
+                    kinds, points, logs = self._near.setdefault((name, pass_), ({}, [], []))
+                    kinds.setdefault(_kind(spec), []).append(len(points))
+                    points.append(_position(spec))
+                    logs.append(math.log(row[pass_] / fitted))
+
+    def fitted(self, name, spec, dtype=torch.float32, pass_="forward") -> float:
+        """The fitted combination of the terms (the raw ``cost()`` unfitted)."""
+        raw = REGISTRY[name].cost(spec, dtype, torch.device("cpu"))
+        fit = self.model.get(pass_, {}).get(name)
+        if fit is None or not math.isfinite(raw) or raw <= 0:
+            return raw
+        t = sum(c * f for c, f in zip(fit["coef"], cost_features(spec, raw, dtype)))
+        return t if t > 0 else raw
+
+    def correction(self, name, spec, pass_) -> float:
+        """The log-ratio measured / fitted near ``spec`` (0 with no neighbour)."""
+        near = self._near.get((name, pass_))
+        if near is None:
+            return 0.0
+        kinds, points, logs = near
+        here = _position(spec)
+        num = den = 0.0
+        for i in kinds.get(_kind(spec), ()):
+            d2 = sum((a - b) ** 2 for a, b in zip(points[i], here))
+            weight = math.exp(-d2 / (2 * _SIGMA ** 2))
+            num, den = num + weight * logs[i], den + weight
+        return num / (den + _PRIOR)
+
+    def seconds(self, name, spec, dtype=torch.float32, device="cpu", pass_="forward"):
+        device = torch.device(device)
+        if device.type != "cpu":
+            return REGISTRY[name].cost(spec, dtype, device)
+        t = self.fitted(name, spec, dtype, pass_)
+        if dtype not in (torch.float64, torch.complex128) and math.isfinite(t):
+            t *= math.exp(self.correction(name, spec, pass_))   # measured in float32
+        return t
+
+
+@functools.lru_cache(maxsize=1)
+def _predictor(model_id) -> Predictor:
+    return Predictor(cost_model())
+
+
 def predicted_seconds(name, spec, dtype=torch.float32, device="cpu", pass_="forward") -> float:
-    """The calibrated cost of one pass of one algorithm (its raw ``cost()`` unfitted).
+    """The predicted seconds of one pass of one algorithm (:class:`Predictor`).
 
     Example:
         >>> from convforge import make_spec
         >>> predicted_seconds("im2col", make_spec("conv2d", (1, 1, 8, 8), (1, 1, 3, 3))) > 0
         True
     """
-    device = torch.device(device)
-    raw = REGISTRY[name].cost(spec, dtype, device)
-    fit = cost_model()[pass_].get(name)
-    if fit is None or device.type != "cpu" or not math.isfinite(raw) or raw <= 0:
-        return raw
-    t = sum(c * f for c, f in zip(fit["coef"], cost_features(spec, raw, dtype)))
-    return t if t > 0 else raw
+    return _predictor(id(cost_model())).seconds(name, spec, dtype, device, pass_)
 
 
 def _random_operands(spec, dtype, device, algos, channels_last=False):

@@ -50,7 +50,8 @@ import torch
 
 from . import _depthwise_kernels as _k
 from ._common import no_cuda_reason
-from .direct import _array, _empty, _threads
+from ._threads import numba_threads as _threads
+from .direct import _array, _empty
 
 FUSED_ZERO_PADDING = True
 _DTYPES = (torch.float32, torch.float64)

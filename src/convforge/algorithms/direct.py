@@ -49,7 +49,8 @@ Backward passes (derivation in ``autograd.py``):
   the zero-padded input (padded in one NumPy pass).
 
 Float32 and float64 on the CPU. Loops are compiled on first use (a few seconds) and cached
-on disk (``cache=True``). Numba uses ``min(torch.get_num_threads(), numba cores)`` threads.
+on disk (``cache=True``). Numba uses ``min(torch.get_num_threads(), numba cores)`` threads
+(``_threads.py``: a passive pool that leaves torch's threads and child processes alone).
 The dot products of ``grad_weight`` are compiled with ``fastmath={"reassoc", "contract"}``
 (reassociation lets LLVM vectorise the sums; NaN and Inf still propagate as IEEE says);
 the forward loop only allows ``contract`` (fused multiply-add).
@@ -65,20 +66,13 @@ Example:
 
 from __future__ import annotations
 
-import os
+import numpy as np
+import torch
 
-# Numba's OpenMP pool (the system libgomp) would otherwise spin after each parallel loop,
-# fighting torch's own OpenMP threads for the cores: 3-6x slower calls when they alternate
-# (measured on 2 cores). Only set when the user has not chosen, before Numba's pool starts.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import numba  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from . import _direct_kernels as _k  # noqa: E402
-from . import _direct_small as _s  # noqa: E402
-from ._common import no_cuda_reason  # noqa: E402
+from . import _direct_kernels as _k
+from . import _direct_small as _s
+from ._common import no_cuda_reason
+from ._threads import numba_threads as _threads
 
 FUSED_ZERO_PADDING = True   # handed the unpadded input and spec.padding for zeros
 
@@ -95,9 +89,6 @@ _SECONDS_PER_FLOP_STRIDED = 1 / 11e9
 _SECONDS_PER_OUTPUT = 3e-10
 _OVERHEAD = 2e-5
 
-# below this many multiply-adds one thread is quicker than waking the others (a parallel
-# launch costs ~20 us on an idle machine and milliseconds when the other core is busy)
-_PARALLEL_MIN_MACS = 1 << 18
 _FLAT_MAX_WIDTH = 256      # output rows shorter than this are computed as flat runs
 _MIN_TASKS = 64            # split long-row images into at least this many tasks
 _FUSED_MAX_ROWS = 64       # output rows per block of the copy-free zero-padding kernel
@@ -125,15 +116,6 @@ def supports(spec, dtype, device):
 # --------------------------------------------------------------------------------------
 # the algorithm interface
 # --------------------------------------------------------------------------------------
-
-def _threads(macs: int) -> int:
-    """Use torch's thread count (at most Numba's), or one thread for a small job."""
-    n = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-    if macs < _PARALLEL_MIN_MACS:
-        n = 1
-    numba.set_num_threads(n)
-    return n
-
 
 def _empty(shape, dtype: torch.dtype) -> torch.Tensor:
     # NumPy's allocator reuses freed memory; a fresh torch tensor of many MiB is new pages

@@ -1,0 +1,199 @@
+"""Whole networks, torch's convolutions against convforge's: a training step and inference.
+
+Each model of ``benchmarks/models.py`` is built with ``torch.nn.Conv2d`` (seeded); a copy
+is converted with ``convforge.nn.convert`` (the same weights) and another copy is moved to
+channels_last (torch's NHWC path, with a channels_last input). The script first checks
+that the converted model agrees with torch's (outputs, and every gradient of one training
+step; float32, tolerance scaled by the magnitude), then times, round-robin (one run of each
+variant per round, medians):
+
+* train step: ``zero_grad``, forward, cross-entropy, backward, SGD step (``train()`` mode);
+* inference: forward under ``torch.no_grad()`` (``eval()`` mode);
+
+and prints median ms, the ratio of convforge to torch NCHW and to torch channels_last, and
+the algorithm each convforge layer used in each (``"torch"``, or ``forward/grad_input/
+grad_weight`` when the passes differ).
+
+Usage::
+
+    python benchmarks/networks.py [--quick] [--json PATH] [--only NAME[,NAME]]
+
+``--quick``: the four 32x32 networks at batch 32, fewer runs (about a minute); the full
+run adds ResNet-18 and MobileNetV2 on 224x224 inputs at batch 8. Threads: 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import THREADS, round_robin_ms  # noqa: E402
+from models import MODELS  # noqa: E402
+
+import convforge  # noqa: E402
+
+SMALL = ["lenet", "resnet_cifar", "mobilenet_v2_cifar", "convnext_cifar"]
+LARGE = ["resnet18", "mobilenet_v2"]
+BATCH = {"lenet": 32, "resnet_cifar": 32, "mobilenet_v2_cifar": 32, "convnext_cifar": 32,
+         "resnet18": 8, "mobilenet_v2": 8}
+_CL = torch.channels_last
+
+
+def variants(name, seed=0):
+    """(torch model, convforge model, torch channels_last model, input, labels)."""
+    build, sample = MODELS[name]
+    torch.manual_seed(seed)
+    model = build()
+    ours = convforge.nn.convert(copy.deepcopy(model))
+    cl = copy.deepcopy(model).to(memory_format=_CL)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(BATCH[name], *sample, generator=gen)
+    classes = model[-1].out_features
+    y = torch.randint(0, classes, (BATCH[name],), generator=gen)
+    return model, ours, cl, x, y
+
+
+def _close(a, b, tol=2e-3):
+    scale = max(1.0, b.abs().max().item())
+    return (a - b).abs().max().item() <= tol * scale
+
+
+def check(model, ours, x, y):
+    """Outputs (eval and train) and every gradient of one training step agree."""
+    model, ours = copy.deepcopy(model), copy.deepcopy(ours)
+    with torch.no_grad():
+        if not _close(ours.eval()(x), model.eval()(x)):
+            return "eval outputs differ"
+    model.train()
+    ours.train()
+    F.cross_entropy(model(x), y).backward()
+    F.cross_entropy(ours(x), y).backward()
+    for (name, p), q in zip(model.named_parameters(), ours.parameters(), strict=True):
+        if not _close(q.grad, p.grad):
+            return f"gradient of {name} differs"
+    return None
+
+
+def train_step(model, x, y, fmt=torch.contiguous_format):
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    xin = x.contiguous(memory_format=fmt)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(xin), y).backward()
+        opt.step()
+    return step
+
+
+def inference(model, x, fmt=torch.contiguous_format):
+    xin = x.contiguous(memory_format=fmt)
+
+    def run():
+        with torch.no_grad():
+            model(xin)
+    return run
+
+
+def layer_plans(ours):
+    """(layer name, input shape, train plan, inference plan) of every convforge layer."""
+    out = []
+    for name, layer in ours.named_modules():
+        if isinstance(layer, convforge.nn.Conv2d):
+            plans = layer.plans()
+            train = [v for (_, g), v in plans.items() if any(g)]
+            infer = [v for (_, g), v in plans.items() if not any(g)]
+            shape = next(iter(plans))[0] if plans else ()
+            out.append((name, shape, train[0] if train else "-", infer[0] if infer else "-"))
+    return out
+
+
+def bench(name, quick=False, log=print):
+    model, ours, cl, x, y = variants(name)
+    problem = check(model, ours, x, y)
+    if problem:
+        raise SystemExit(f"networks: {name}: convforge and torch disagree: {problem}")
+    for m in (model, ours, cl):
+        m.train()
+    fns = {("torch", "train"): train_step(model, x, y),
+           ("torch_cl", "train"): train_step(cl, x, y, _CL),
+           ("convforge", "train"): train_step(ours, x, y)}
+    for f in list(fns.values()):                       # plans, compiles, allocator
+        f()
+        f()
+    times = round_robin_ms(fns, min_time=0.5 if quick else 2.0, max_runs=9 if quick else 25,
+                           min_runs=5, budget=6 if quick else 20)
+    for m in (model, ours, cl):
+        m.eval()
+    inf = {("torch", "infer"): inference(model, x), ("torch_cl", "infer"): inference(cl, x, _CL),
+           ("convforge", "infer"): inference(ours, x)}
+    for f in list(inf.values()):
+        f()
+        f()
+    times.update(round_robin_ms(inf, min_time=0.5 if quick else 2.0,
+                                max_runs=9 if quick else 25, min_runs=5,
+                                budget=6 if quick else 20))
+    result = {"model": name, "batch": BATCH[name], "input": list(MODELS[name][1]),
+              "layers": layer_plans(ours)}
+    for kind in ("train", "infer"):
+        t = {v: times[(v, kind)][0] for v in ("torch", "torch_cl", "convforge")}
+        result[kind] = {**{f"{v}_ms": t[v] for v in t},
+                        "x_torch": t["convforge"] / t["torch"],
+                        "x_torch_cl": t["convforge"] / t["torch_cl"]}
+    return result
+
+
+def print_table(results, log=print):
+    log(f"{'model':20s} {'pass':6s} {'torch ms':>9s} {'torch_cl':>9s} {'convforge':>10s} "
+        f"{'x torch':>8s} {'x torch_cl':>10s}")
+    for r in results:
+        for kind, label in (("train", "train"), ("infer", "infer")):
+            t = r[kind]
+            log(f"{r['model']:20s} {label:6s} {t['torch_ms']:9.2f} {t['torch_cl_ms']:9.2f} "
+                f"{t['convforge_ms']:10.2f} {t['x_torch']:8.2f} {t['x_torch_cl']:10.2f}")
+
+
+def print_layers(results, log=print):
+    for r in results:
+        log(f"\n{r['model']} (batch {r['batch']}): algorithm per layer, train step | inference")
+        for name, shape, train, infer in r["layers"]:
+            log(f"  {name:28s} {str(tuple(shape)):20s} {train:32s} | {infer}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="the 32x32 networks, fewer runs")
+    parser.add_argument("--json", help="write the results to this file")
+    parser.add_argument("--only", help="comma-separated model names")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(THREADS)
+    names = SMALL if args.quick else SMALL + LARGE
+    if args.only:
+        names = [n for n in args.only.split(",") if n]
+        unknown = sorted(set(names) - set(MODELS))
+        if unknown:
+            parser.error(f"--only: unknown model(s) {unknown}; choose from {sorted(MODELS)}")
+    print(f"convforge {convforge.__version__}, torch {torch.__version__}, {THREADS} threads, "
+          f"float32, {platform.machine()}")
+    t0 = time.time()
+    results = [bench(n, args.quick) for n in names]
+    print("every model: outputs and all gradients of a training step agree with torch's")
+    print_table(results)
+    print_layers(results)
+    print(f"\n({time.time() - t0:.0f} s)")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"threads": THREADS, "torch": torch.__version__,
+                                               "results": results}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
