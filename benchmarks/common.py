@@ -72,10 +72,11 @@ def matmul_peak_gflops(n=1536):
 
 
 def our_algorithms(spec, dtype=torch.float32):
-    """Registered algorithms (not the oracle, not torch's) that support ``spec``."""
+    """Registered algorithms (not the oracle, not torch's kernels) that support ``spec``."""
     cpu = torch.device("cpu")
     return [n for n, a in REGISTRY.items()
-            if n not in ("reference", "torch") and a.supports(spec, dtype, cpu) is None]
+            if n not in ("reference", "torch", "torch_cl")
+            and a.supports(spec, dtype, cpu) is None]
 
 
 def run_ours(name, x, w, kwargs, train):

@@ -2,22 +2,29 @@
 
 The grid is the layer shapes of real networks (``benchmarks/models.py``: LeNet, ResNet-20,
 MobileNetV2 and ConvNeXt for 32x32 inputs at batch 1 and 32; ResNet-18 and MobileNetV2
-for 224x224 inputs at batch 1 and 8) plus 26 shapes of images and single layers. For each
-shape and each registered algorithm that "auto" may use and that supports it, the script
-measures the forward pass, the input gradient and the weight gradient separately (float32,
-2 threads; the algorithms of one pass timed round-robin, the minimum of the rounds kept:
-robust to other processes on a shared machine; an algorithm 6x slower than the best of a
-pass after its first timed run is not timed again, one whose warm-up was 12x the best is
-not timed at all). Per algorithm and pass it fits
-non-negative weights of ``dispatch.cost_features`` minimising the squared relative error,
-and prints how often dispatch's rule (lowest prediction; torch's kernel unless another is
-``TORCH_MARGIN`` faster) picks an algorithm within 10% of the fastest, in-sample and
-leave-one-out (each shape predicted by constants fitted without it), per pass and for a
-training step (the three passes together). Errors against float64 ``F.conv2d`` are
-measured on the smaller shapes. Writes ``src/convforge/cost_model.json``.
+for 224x224 inputs at batch 1 and 8) plus 32 shapes of images, single layers and tiny
+calls. For each shape and each registered algorithm that "auto" may use and that
+supports it, the script measures the forward pass, the input gradient and the weight
+gradient separately (float32, 2 threads). Each algorithm is timed in short blocks of
+consecutive runs, its steady state: interleaving single calls of all algorithms churns
+the allocator, and torch's oneDNN scratch pads then fault in fresh pages on every call
+and look 2x slower. The blocks of all algorithms run in turns and the fastest is kept
+(robust to other processes on a shared machine); an algorithm 6x slower than the best of
+a pass after its first block is not timed again, one whose warm-up took 12x the best is
+not timed at all.
 
-Usage: ``python benchmarks/fit_cost_model.py [--quick] [--dry-run] [--no-224]``
-(about 15 minutes; ``--quick``: a few shapes, seconds).
+Per algorithm and pass it fits non-negative weights of ``dispatch.cost_features``
+minimising the squared relative error, and prints how often dispatch's rule
+(``dispatch.choose``: the lowest prediction per pass, torch's kernel unless another is
+``TORCH_MARGIN`` faster, for each pass and for the call as a whole) picks a plan within 10%
+of the fastest, in-sample and leave-one-out (each shape predicted by the fit and the
+measurements of all the others), per pass and for a training step (the three passes
+together). Errors against float64 ``F.conv2d`` are measured on the smaller shapes.
+Writes ``src/convforge/cost_model.json`` (fits, shapes, measurements, quality, errors).
+
+Usage: ``python benchmarks/fit_cost_model.py [--quick] [--dry-run] [--no-224] [--rows JSON]``
+(about 10 minutes; ``--quick``: a few shapes, seconds; ``--rows``: re-fit the measurements
+of a saved cost_model.json without timing anything).
 """
 
 from __future__ import annotations
@@ -76,6 +83,13 @@ BASE = [
     ("img 31x31 512", (1, 1, 512, 512), (1, 1, 31, 31), dict(padding=15)),
     ("rgb 5x5 dw 256", (4, 3, 256, 256), (3, 1, 5, 5), dict(padding=2, groups=3)),
     ("grouped 4 64x28", (8, 64, 28, 28), (64, 16, 3, 3), dict(padding=1, groups=4)),
+    # tiny calls, where the per-call cost decides
+    ("tiny 1x8x8 3x3", (1, 1, 8, 8), (1, 1, 3, 3), {}),
+    ("tiny 4x16x16 3x3", (1, 4, 16, 16), (4, 4, 3, 3), dict(padding=1)),
+    ("tiny dw 8x8x8 3x3", (1, 8, 8, 8), (8, 1, 3, 3), dict(padding=1, groups=8)),
+    ("tiny 3->6 12x12 5x5 n2", (2, 3, 12, 12), (6, 3, 5, 5), dict(padding=2)),
+    ("tiny 1x1 16x4x4", (1, 16, 4, 4), (16, 16, 1, 1), {}),
+    ("small 16x16x16 3x3 n4", (4, 16, 16, 16), (16, 16, 3, 3), dict(padding=1)),
 ]
 #: (model, batch sizes): the networks whose layers join the grid
 NETWORKS = [("lenet", (1, 32)), ("resnet_cifar", (1, 32)), ("mobilenet_v2_cifar", (1, 32)),
@@ -136,6 +150,14 @@ def _once(fn):
     return time.perf_counter() - t0
 
 
+def _block(fn, runs):
+    """The fastest of ``runs`` consecutive runs after one untimed run: the algorithm's
+    steady state (its allocations reused), not the allocator churn that interleaving
+    every call with other algorithms' buffers causes."""
+    fn()
+    return min(_once(fn) for _ in range(runs))
+
+
 def _pass_fns(name, spec):
     """The three passes of one algorithm on random operands, as conv2d hands them over."""
     algo = REGISTRY[name]
@@ -157,7 +179,7 @@ def warm_up():
                     fn()
 
 
-def measure(shapes, log=print, rounds=3):
+def measure(shapes, log=print, rounds=2):
     """Rows ``{label, algo, raw_cost, forward, grad_input, grad_weight, err32, err64}``."""
     rows = []
     cpu = torch.device("cpu")
@@ -170,13 +192,13 @@ def measure(shapes, log=print, rounds=3):
         for pass_ in PASSES:
             warm = {n: _once(fns[n][pass_]) for n in names}
             top = min(warm.values())
-            t = {n: _once(fns[n][pass_]) if warm[n] <= _HOPELESS * top else warm[n]
+            t = {n: _block(fns[n][pass_], 1) if warm[n] <= _HOPELESS * top else warm[n]
                  for n in names}
             top = min(t.values())
             active = [n for n in names if t[n] <= _PRUNE * top and t[n] < _SLOW]
             for _ in range(rounds):
                 for n in active:
-                    t[n] = min(t[n], _once(fns[n][pass_]))
+                    t[n] = min(t[n], _block(fns[n][pass_], 3))
             best[pass_] = t
         x, w = torch.randn(xs), torch.randn(ws)
         for n in names:
@@ -225,17 +247,20 @@ def model_of(rows, shapes):
     return model
 
 
-def _pick(group, predictor, pass_):
-    """dispatch's rule (dispatch._best) on one shape's measured rows."""
+def _plan(group, predictor, keys):
+    """dispatch's rule (dispatch.choose) for the passes ``keys`` of one shape."""
     spec = _SPECS[group[0]["label"]]
     names = [r["algo"] for r in group]
-    best = dispatch._best(names, lambda n: predictor.seconds(n, spec, pass_=pass_))
-    return next(r for r in group if r["algo"] == best)
+    plan = dispatch.choose(names, ("forward",) + tuple(k for k in keys if k != "forward"),
+                           lambda n, p: predictor.seconds(n, spec, pass_=p))
+    by_name = {r["algo"]: r for r in group}
+    return {k: by_name[plan[PASSES.index(k)]] for k in keys}
 
 
 def quality(rows, shapes, keys, loo=True):
-    """Shapes where the picks for ``keys`` (passes) sum to within 10% of the fastest, with
-    the predictor fitted on every shape (in-sample) or on all the others (leave-one-out)."""
+    """Shapes where dispatch's plan for ``keys`` (passes; a training step also pays the
+    forward pass) is within 10% of the fastest, with the predictor fitted on every shape
+    (in-sample) or on all the others (leave-one-out)."""
     labels = list(dict.fromkeys(r["label"] for r in rows))
     full = None if loo else dispatch.Predictor(model_of(rows, shapes))
     hits, misses = 0, []
@@ -243,7 +268,8 @@ def quality(rows, shapes, keys, loo=True):
         group = [r for r in rows if r["label"] == label]
         predictor = full or dispatch.Predictor(
             model_of([r for r in rows if r["label"] != label], shapes))
-        chosen = sum(_pick(group, predictor, k)[k] for k in keys)
+        plan = _plan(group, predictor, keys)
+        chosen = sum(plan[k][k] for k in keys)
         best = sum(min(r[k] for r in group) for k in keys)
         torch_t = sum(r[k] for r in group if r["algo"] == "torch" for k in keys)
         if chosen <= 1.1 * best:

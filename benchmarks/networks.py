@@ -10,6 +10,10 @@ variant per round, medians):
 * train step: ``zero_grad``, forward, cross-entropy, backward, SGD step (``train()`` mode);
 * inference: forward under ``torch.no_grad()`` (``eval()`` mode);
 
+(The agreement check: float64 outputs and gradients to 1e-9; float32 eval outputs to 1e-3
+of their magnitude, float32 gradients within 4x the difference between torch's own NCHW
+and channels_last models, as rounding differences grow through BatchNorm in training.)
+
 and prints median ms, the ratio of convforge to torch NCHW and to torch channels_last, and
 the algorithm each convforge layer used in each (``"torch"``, or ``forward/grad_input/
 grad_weight`` when the passes differ).
@@ -62,24 +66,37 @@ def variants(name, seed=0):
     return model, ours, cl, x, y
 
 
-def _close(a, b, tol=2e-3):
-    scale = max(1.0, b.abs().max().item())
-    return (a - b).abs().max().item() <= tol * scale
+def _error(a, b):
+    return (a - b).abs().max().item() / max(1.0, b.abs().max().item())
 
 
-def check(model, ours, x, y):
-    """Outputs (eval and train) and every gradient of one training step agree."""
-    model, ours = copy.deepcopy(model), copy.deepcopy(ours)
+def _grads(model, x, y, fmt=torch.contiguous_format):
+    model = copy.deepcopy(model).train()
+    F.cross_entropy(model(x.contiguous(memory_format=fmt)), y).backward()
+    return [p.grad for p in model.parameters()]
+
+
+def check(model, ours, cl, x, y):
+    """Outputs and every gradient of one training step agree with torch's.
+
+    In float64 to 1e-9 (the computation itself). In float32, rounding differences grow
+    through the BatchNorm layers of a training step, so each gradient may differ from
+    torch's by at most 4x as much as torch's own channels_last model differs (or 1e-3).
+    """
     with torch.no_grad():
-        if not _close(ours.eval()(x), model.eval()(x)):
-            return "eval outputs differ"
-    model.train()
-    ours.train()
-    F.cross_entropy(model(x), y).backward()
-    F.cross_entropy(ours(x), y).backward()
-    for (name, p), q in zip(model.named_parameters(), ours.parameters(), strict=True):
-        if not _close(q.grad, p.grad):
-            return f"gradient of {name} differs"
+        if _error(copy.deepcopy(ours).eval()(x), copy.deepcopy(model).eval()(x)) > 1e-3:
+            return "float32 eval outputs differ"
+    reference, ours_g = _grads(model, x, y), _grads(ours, x, y)
+    for (name, _), r, o, c in zip(model.named_parameters(), reference, ours_g,
+                                  _grads(cl, x, y, _CL), strict=True):
+        if _error(o, r) > max(1e-3, 4 * _error(c, r)):
+            return (f"float32 gradient of {name}: error {_error(o, r):.1e}, torch's "
+                    f"channels_last {_error(c, r):.1e}")
+    model64, ours64, x64 = copy.deepcopy(model).double(), copy.deepcopy(ours).double(), x.double()
+    for (name, _), r, o in zip(model.named_parameters(), _grads(model64, x64, y),
+                               _grads(ours64, x64, y), strict=True):
+        if _error(o, r) > 1e-9:
+            return f"float64 gradient of {name}: error {_error(o, r):.1e}"
     return None
 
 
@@ -118,7 +135,7 @@ def layer_plans(ours):
 
 def bench(name, quick=False, log=print):
     model, ours, cl, x, y = variants(name)
-    problem = check(model, ours, x, y)
+    problem = check(model, ours, cl, x, y)
     if problem:
         raise SystemExit(f"networks: {name}: convforge and torch disagree: {problem}")
     for m in (model, ours, cl):
@@ -149,6 +166,31 @@ def bench(name, quick=False, log=print):
                         "x_torch": t["convforge"] / t["torch"],
                         "x_torch_cl": t["convforge"] / t["torch_cl"]}
     return result
+
+
+def overhead(rounds=2000):
+    """Median µs of a warm layer call on a 1x1x8x8 input (3x3 kernel): torch's, convforge's
+    (no grad and with a weight gradient), timed in turns."""
+    torch.manual_seed(0)
+    theirs = torch.nn.Conv2d(1, 1, 3)
+    ours = convforge.nn.convert(copy.deepcopy(theirs))
+    x = torch.randn(1, 1, 8, 8)
+    out = {}
+    for grad in (False, True):
+        with torch.set_grad_enabled(grad):
+            fns = {"torch": lambda: theirs(x), "convforge": lambda: ours(x)}
+            runs = {k: [] for k in fns}
+            for f in fns.values():
+                f()
+            for _ in range(20):
+                for k, f in fns.items():
+                    t0 = time.perf_counter()
+                    for _ in range(rounds // 20):
+                        f()
+                    runs[k].append((time.perf_counter() - t0) / (rounds // 20) * 1e6)
+            out["grad" if grad else "no_grad"] = {k: sorted(v)[len(v) // 2]
+                                                  for k, v in runs.items()}
+    return out
 
 
 def print_table(results, log=print):
@@ -184,6 +226,10 @@ def main(argv=None) -> int:
     print(f"convforge {convforge.__version__}, torch {torch.__version__}, {THREADS} threads, "
           f"float32, {platform.machine()}")
     t0 = time.time()
+    calls = overhead()
+    for mode, t in calls.items():
+        print(f"warm Conv2d call on 1x1x8x8 ({mode}): torch {t['torch']:.1f} us, convforge "
+              f"{t['convforge']:.1f} us ({t['convforge'] / t['torch']:.2f}x)")
     results = [bench(n, args.quick) for n in names]
     print("every model: outputs and all gradients of a training step agree with torch's")
     print_table(results)
@@ -191,7 +237,8 @@ def main(argv=None) -> int:
     print(f"\n({time.time() - t0:.0f} s)")
     if args.json:
         Path(args.json).write_text(json.dumps({"threads": THREADS, "torch": torch.__version__,
-                                               "results": results}, indent=1) + "\n")
+                                               "call_overhead_us": calls, "results": results},
+                                              indent=1) + "\n")
     return 0
 
 

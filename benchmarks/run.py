@@ -157,16 +157,18 @@ def bench(name, quick=False, log=print):
             F.conv2d(xr, wr, **kw).backward(torch.ones_like(ref))
             g_ref = (xr.grad, wr.grad)
         for algo in ours:
-            real = dispatch.choose_algorithm(spec, torch.float32, "cpu", train=train) \
-                if algo == "auto" else algo
-            if real == "im2col" and spec.kh * spec.kw > 1 and \
+            plan = dispatch.choose_plan(spec, torch.float32, "cpu", grads=(train, train)) \
+                if algo == "auto" else (algo,) * 3
+            used = plan if train else plan[:1]
+            real = used[0] if len(set(used)) == 1 else "/".join(used)
+            if "im2col" in used and spec.kh * spec.kw > 1 and \
                     spec.c_in * spec.kh * spec.kw * spec.out_h * spec.out_w * 4 > _MAX_COLUMNS:
                 log(f"{name:9s} {pas:8s} {algo:14s} skipped (one sample's columns > 1 GB)")
                 continue
-            if not quick and dispatch.predicted_seconds(real, spec) * (3 if train else 1) \
-                    > _SKIP_SECONDS:
-                log(f"{name:9s} {pas:8s} {algo:14s} skipped (predicted "
-                    f"{dispatch.predicted_seconds(real, spec):.0f} s)")
+            predicted = sum(dispatch.predicted_seconds(n, spec, pass_=p)
+                            for n, p in zip(used, dispatch.PASSES))
+            if not quick and predicted > _SKIP_SECONDS:
+                log(f"{name:9s} {pas:8s} {algo:14s} skipped (predicted {predicted:.0f} s)")
                 continue
             xg, wg = x.clone().requires_grad_(train), w.clone().requires_grad_(train)
             y = run_ours(algo, xg, wg, kw, train)
@@ -196,13 +198,13 @@ def format_table(records, peak):
     peers = sorted({p for r in records for p in r["ratios"]},
                    key=lambda p: ["torch", "torch_cl", "scipy_ndimage", "scipy_fft", "cv2",
                                   "cv2_loop"].index(p))
-    head = (f"{'workload':9s} {'pass':8s} {'implementation':18s} {'ms':>9s} {'GFLOP/s':>8s} "
+    head = (f"{'workload':9s} {'pass':8s} {'implementation':28s} {'ms':>9s} {'GFLOP/s':>8s} "
             f"{'%peak':>6s} " + " ".join(f"{'x ' + p:>15s}" for p in peers) + "  ok")
     lines = [head, "-" * len(head)]
     for r in records:
         cells = " ".join(f"{r['ratios'][p]:15.2f}" if p in r["ratios"] else f"{'':15s}"
                          for p in peers)
-        lines.append(f"{r['workload']:9s} {r['pass_']:8s} {r['impl']:18s} {r['ms']:9.2f} "
+        lines.append(f"{r['workload']:9s} {r['pass_']:8s} {r['impl']:28s} {r['ms']:9.2f} "
                      f"{r['gflops']:8.1f} {100 * r['gflops'] / peak:6.1f} {cells}  "
                      f"{'yes' if r['ok'] else 'NO'}")
     return "\n".join(lines)

@@ -31,7 +31,6 @@ def _child(scenario: str, rounds: int) -> dict:
     sys.path.insert(0, str(HERE))
     import torch
     import torch.nn.functional as F
-
     from common import THREADS
     from models import MODELS
 

@@ -44,16 +44,38 @@ def test_fit_recovers_known_weights_and_scores_choices():
     """Synthetic times that are exact combinations of the features: the NNLS fit finds the
     weights, and the in-sample choice is right on every shape."""
     fit = _load("fit_cost_model")
+    import torch
+
     import convforge
     from convforge import dispatch
-    rows = []
-    for label, xs, ws, kw in fit.GRID[:8]:
-        spec = convforge.make_spec("conv2d", xs, ws, **kw)
-        raw = spec.flops() / 1e11
-        f = dispatch.cost_features(spec, raw)
-        rows.append(dict(label=label, algo="a", raw_cost=raw, fwd_s=2.0 * f[0] + 0.5 * f[4]))
-        rows.append(dict(label=label, algo="b", raw_cost=raw, fwd_s=1.0 * f[1] + 0.2 * f[2]))
-    table = fit.fit(rows, "fwd_s")
-    assert table["a"]["coef"] == pytest.approx([2.0, 0, 0, 0, 0.5], abs=1e-6)
-    assert table["b"]["coef"] == pytest.approx([0, 1.0, 0.2, 0, 0], abs=1e-6)
-    assert fit.quality(rows, "fwd_s", loo=False) == (8, 8)
+    from convforge.algorithms import REGISTRY
+    truth = {"im2col": lambda f: 2.0 * f[0] + 0.5 * f[4], "direct": lambda f: f[1] + 0.2 * f[2]}
+    rows, shapes = [], {}
+    for label, xs, ws, kw in fit.BASE[:8]:
+        spec = fit._SPECS[label] = convforge.make_spec("conv2d", xs, ws, **kw)
+        shapes[label] = [xs, ws, kw]
+        for name, law in truth.items():
+            raw = REGISTRY[name].cost(spec, torch.float32, torch.device("cpu"))
+            t = law(dispatch.cost_features(spec, raw))
+            rows.append(dict(label=label, algo=name, raw_cost=raw, forward=t, grad_input=t,
+                             grad_weight=2 * t))
+    table = fit.fit(rows, "forward")
+    assert table["im2col"]["coef"] == pytest.approx([2.0, 0, 0, 0, 0.5], abs=1e-6)
+    assert table["direct"]["coef"] == pytest.approx([0, 1.0, 0.2, 0, 0], abs=1e-6)
+    for keys in [("forward",), ("grad_weight",), dispatch.PASSES]:
+        assert fit.quality(rows, shapes, keys, loo=False)[:2] == (8, 8)
+
+
+def test_networks_check_and_overhead_on_lenet():
+    """networks.py's agreement check passes on a converted LeNet and fails on a broken one."""
+    import torch
+
+    net = _load("networks")
+    model, ours, cl, x, y = net.variants("lenet")
+    assert net.check(model, ours, cl, x, y) is None
+    with torch.no_grad():
+        ours[3].weight[0, 0, 0, 0] += 0.5                    # a wrong convolution
+    assert "differ" in net.check(model, ours, cl, x, y)
+    calls = net.overhead(rounds=40)
+    assert set(calls) == {"no_grad", "grad"} and all(v > 0 for t in calls.values()
+                                                       for v in t.values())

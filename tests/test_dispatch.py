@@ -175,3 +175,24 @@ def test_resolve_errors():
         dispatch.resolve("conv2d", 3, spec, torch.float32, CPU)
     with pytest.raises(ValueError, match="does not support"):
         dispatch.resolve("conv2d", "winograd", spec, torch.float32, CPU)
+
+
+def test_predictor_follows_measurements_near_them_and_the_fit_elsewhere():
+    """A measured shape is predicted by its own measurement (up to the prior's pull), a
+    shape of another kind by the fitted model alone."""
+    dense = ((4, 16, 16, 16), (16, 16, 3, 3), {"padding": 1})
+    model = {"forward": {"im2col": {"coef": [1.0, 0, 0, 0, 0]}}, "grad_input": {},
+             "grad_weight": {}, "shapes": {"a": list(dense)},
+             "measurements": [{"label": "a", "algo": "im2col", "forward": 1e-3}]}
+    pred = dispatch.Predictor(model)
+    spec = _spec(*dense)
+    assert pred.seconds("im2col", spec) == pytest.approx(1e-3, rel=0.1)
+    assert pred.fitted("im2col", spec) == pytest.approx(REGISTRY["im2col"].cost(spec, torch.float32,
+                                                                               CPU))
+    depthwise = _spec((4, 16, 16, 16), (16, 1, 3, 3), {"padding": 1, "groups": 16})
+    assert pred.correction("im2col", depthwise, "forward") == 0.0
+    near = _spec((8, 16, 16, 16), (16, 16, 3, 3), {"padding": 1})     # twice the batch
+    far = _spec((256, 16, 16, 16), (16, 16, 3, 3), {"padding": 1})
+    full = pred.correction("im2col", spec, "forward")
+    assert 0 < abs(pred.correction("im2col", near, "forward")) < abs(full)
+    assert abs(pred.correction("im2col", far, "forward")) < 1e-3 * abs(full)

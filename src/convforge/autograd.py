@@ -19,7 +19,8 @@ complex gradients (grad = dL/d(conj z)), and conj() a no-op on real tensors:
     Gi(g, w), upstream dX:  dg = F(dX, conj w)      dw = Gw(dX, conj g)
     Gw(x, g), upstream dW:  dx = Gi(conj g, dW)     dg = F(conj x, dW)
 
-Each backward calls the other Functions through ``.apply``, so second and higher
+The bias travels with F (``F(x, w) + b``, its gradient ``sum dy`` over batch and
+pixels). Each backward calls the other Functions through ``.apply``, so second and higher
 derivatives (gradgradcheck, double backward) work for every algorithm. Each Function
 carries the :class:`~convforge.algorithms.Passes` of its call: F always runs on its
 forward algorithm, Gi on its input-gradient one and Gw on its weight-gradient one, at
@@ -47,24 +48,38 @@ def _empty_result(shape, like):
     return like.new_zeros(tuple(shape))
 
 
+def forward_values(x, w, b, spec, passes):
+    """F(x, w) + b computed, without autograd: the inference path, and _Forward's."""
+    algo = passes.forward
+    if x.numel() == 0 or w.numel() == 0:
+        out = _empty_result((x.shape[0], w.shape[0], spec.out_h, spec.out_w), x)
+    elif b is not None and algo.fused_bias:
+        return algo.forward(x, w, spec, b)                        # (N, C_out, oH, oW)
+    else:
+        out = algo.forward(x, w, spec)
+    if b is not None:
+        out.add_(b.view(1, -1, 1, 1))        # in place: the output is the algorithm's own
+    return out
+
+
 class _Forward(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, w, spec, passes):
+    def forward(ctx, x, w, b, spec, passes):
         ctx.save_for_backward(x, w)
         ctx.spec, ctx.passes = spec, passes
-        if x.numel() == 0 or w.numel() == 0:
-            return _empty_result((x.shape[0], w.shape[0], spec.out_h, spec.out_w), x)
-        return passes.forward.forward(x, w, spec)
+        return forward_values(x, w, b, spec, passes)
 
     @staticmethod
     def backward(ctx, dy):
         x, w = ctx.saved_tensors
-        dx = dw = None
+        dx = dw = db = None
         if ctx.needs_input_grad[0]:
             dx = conv_grad_input(dy, _conj(w), ctx.spec, ctx.passes, x.shape)
         if ctx.needs_input_grad[1]:
             dw = conv_grad_weight(_conj(x), dy, ctx.spec, ctx.passes, w.shape)
-        return dx, dw, None, None
+        if ctx.needs_input_grad[2]:
+            db = dy.sum((0, 2, 3))
+        return dx, dw, db, None, None
 
 
 class _GradInput(torch.autograd.Function):
@@ -107,11 +122,13 @@ class _GradWeight(torch.autograd.Function):
         return dx, dg, None, None, None
 
 
-def conv_forward(x, w, spec, algos):
-    """F(x, w): valid correlation of the padded input, differentiable to any order.
+def conv_forward(x, w, spec, algos, bias=None):
+    """F(x, w) (+ bias): valid correlation of the padded input, differentiable to any order.
 
-    ``algos``: a :class:`~convforge.algorithms.Passes` or one Algorithm for every pass."""
-    return _Forward.apply(x, w, spec, _passes(algos))
+    ``algos``: a :class:`~convforge.algorithms.Passes` or one Algorithm for every pass.
+    The bias is added in place to the algorithm's output (no second output tensor); its
+    gradient is the sum of the output's gradient over batch and pixels."""
+    return _Forward.apply(x, w, bias, spec, _passes(algos))
 
 
 def conv_grad_input(g, w, spec, algos, x_shape):

@@ -19,12 +19,15 @@ How it decides:
    segment (short rows), input and output bytes, and a per-call constant. The weights are
    fitted per algorithm and pass on this machine by ``benchmarks/fit_cost_model.py``, on
    the layer shapes of real networks (LeNet, ResNet-20, MobileNetV2, ConvNeXt at 32x32,
-   ResNet-18 and MobileNetV2 at 224x224) and 26 image and layer shapes; the prediction is
-   then corrected by the fit's measurements at nearby shapes (:class:`Predictor`). An
-   algorithm the fit has not seen, or a non-CPU device, keeps its raw ``cost()``.
+   ResNet-18 and MobileNetV2 at 224x224) and 32 image, layer and tiny shapes; the
+   prediction is then corrected by the fit's measurements at nearby shapes
+   (:class:`Predictor`). An algorithm the fit has not seen, or a non-CPU device, keeps its
+   raw ``cost()``.
 3. Per pass the lowest prediction wins, except that another algorithm must beat torch's
    prediction by :data:`TORCH_MARGIN` to be chosen over it: where the model cannot tell
-   two algorithms apart, torch's kernel (what the user would have run anyway) stays.
+   two algorithms apart, torch's kernel (what the user would have run anyway) stays. And
+   the plan as a whole (the passes the call needs, each with :data:`PASS_OVERHEAD`) must
+   beat torch's by the same margin, or torch's own ``F.conv2d`` runs it (:func:`choose`).
 4. A channels_last input runs torch's kernels (its NHWC kernels: the fit is of NCHW
    tensors), unless measured.
 
@@ -64,6 +67,9 @@ TOLERANCE = {
 }
 #: another algorithm replaces torch's kernel only when predicted this much faster
 TORCH_MARGIN = 0.9
+#: seconds a pass costs beyond its kernel when it runs through convforge's autograd
+#: Functions rather than torch's own F.conv2d (Python, separate backward passes)
+PASS_OVERHEAD = 3e-5
 PASSES = ("forward", "grad_input", "grad_weight")
 _MODEL_PATH = Path(__file__).with_name("cost_model.json")
 _MEASURED: dict = {}
@@ -300,6 +306,20 @@ def _best(names, score) -> str:
     return best
 
 
+def choose(names, needed, seconds) -> tuple[str, str, str]:
+    """The plan from per-pass times ``seconds(name, pass_)``: per needed pass the best
+    (:func:`_best`); then, unless torch's kernels already run every needed pass, the whole
+    plan must beat torch's by TORCH_MARGIN with PASS_OVERHEAD per pass added (torch alone
+    is one ``F.conv2d`` with its fused backward; a plan of ours runs each pass through
+    convforge's autograd Functions), else torch runs every pass."""
+    plan = {p: _best(names, lambda n, p=p: seconds(n, p)) for p in needed}
+    if "torch" in names and any(plan[p] != "torch" for p in needed):
+        ours = sum(seconds(plan[p], p) + PASS_OVERHEAD for p in needed)
+        if ours > TORCH_MARGIN * sum(seconds("torch", p) for p in needed):
+            plan = dict.fromkeys(needed, "torch")
+    return tuple(plan.get(p, plan["forward"]) for p in PASSES)
+
+
 def choose_plan(spec, dtype=torch.float32, device="cpu", *, grads=(False, False),
                 measure=None, channels_last=False) -> tuple[str, str, str]:
     """Names of the algorithms ``algorithm="auto"`` runs for each pass of this call.
@@ -348,9 +368,7 @@ def choose_plan(spec, dtype=torch.float32, device="cpu", *, grads=(False, False)
     elif channels_last and "torch" in names:
         plan = ("torch",) * 3
     else:
-        plan = tuple(_best(names, lambda n, p=p: predicted_seconds(n, spec, dtype, device, p))
-                     for p in PASSES)
-    plan = tuple(p if p_name in needed else plan[0] for p, p_name in zip(plan, PASSES))
+        plan = choose(names, needed, lambda n, p: predicted_seconds(n, spec, dtype, device, p))
     if len(table) > 4096:
         table.clear()
     table[key] = plan
@@ -358,16 +376,10 @@ def choose_plan(spec, dtype=torch.float32, device="cpu", *, grads=(False, False)
 
 
 def _measured_plan(names, needed, spec, dtype, device, channels_last):
-    """Per needed pass, the candidate of the lowest measured time (torch's on a tie)."""
-    plan = []
-    for pass_ in PASSES:
-        if pass_ not in needed:
-            plan.append(None)
-            continue
-        times = {n: time_pass(n, pass_, spec, dtype, device, channels_last=channels_last)
-                 for n in names}
-        plan.append(_best(names, times.__getitem__))
-    return tuple(p or plan[0] for p in plan)
+    """:func:`choose` on the measured times of every needed pass of every candidate."""
+    times = {(n, p): time_pass(n, p, spec, dtype, device, channels_last=channels_last)
+             for p in needed for n in names}
+    return choose(names, needed, lambda n, p: times[(n, p)])
 
 
 def choose_algorithm(spec, dtype=torch.float32, device="cpu", measure=False, *,

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from . import backends
-from .autograd import conv_forward
+from .autograd import conv_forward, forward_values
 from .dispatch import _needed, resolve
 from .spec import _LOW_PRECISION, check_dtypes, make_spec, pad_input
 
@@ -50,7 +50,7 @@ class ConvPlan:
     """One checked configuration of a 2D convolution and the algorithms of its passes."""
 
     __slots__ = ("spec", "passes", "aspec", "ct", "native", "pad_first", "padding_mode",
-                 "run")
+                 "grads", "run")
 
     def __init__(self, func, x, w, b, stride, padding, dilation, groups, padding_mode,
                  algorithm, measure=None):
@@ -58,7 +58,7 @@ class ConvPlan:
         spec = make_spec(func, x.shape, w.shape, bias=b, stride=stride, padding=padding,
                          dilation=dilation, groups=groups, padding_mode=padding_mode)
         self.spec, self.ct, self.padding_mode = spec, compute_dtype(x.dtype), padding_mode
-        grads = grad_flags(x, w)
+        self.grads = grads = grad_flags(x, w)
         self.passes = resolve(func, algorithm, spec, self.ct, x.device, grads=grads,
                               measure=measure, channels_last=is_channels_last(x))
         needed = [getattr(self.passes, p) for p in _needed(grads)]
@@ -96,10 +96,11 @@ class ConvPlan:
             x = pad_input(x, self.spec.padding, self.padding_mode)  # (N, C_in, Hp, Wp)
         if self.native is not None:
             out = self.native(x, w, b, self.aspec)
-        else:
-            out = conv_forward(x, w, self.aspec, self.passes)     # (N, C_out, oH, oW)
-            if b is not None:
-                out = out + b.view(1, -1, 1, 1)
+        elif self.grads != (False, False) or (b is not None and b.requires_grad
+                                              and torch.is_grad_enabled()):
+            out = conv_forward(x, w, self.aspec, self.passes, b)  # (N, C_out, oH, oW)
+        else:                               # nothing to differentiate: no autograd node
+            out = forward_values(x, w, b, self.aspec, self.passes)
         if dtype != ct:
             out = out.to(dtype)
         return out if self.spec.batched else out.squeeze(0)

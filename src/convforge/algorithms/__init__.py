@@ -16,6 +16,9 @@ Everything else an algorithm reads is ``spec.stride``, ``spec.dilation``, ``spec
 Tensors may be non-contiguous (channels_last, slices) and complex. A new algorithm is one module and
 one line in ``_MODULES``; it then joins every parity test and benchmark by itself.
 
+A module that sets ``FUSED_BIAS = True`` takes ``forward(x, w, spec, bias)`` and adds the
+bias ``(C_out,)`` itself (inside its GEMM or loop); the others' outputs get it added in place.
+
 A module may also offer ``native(x, w, b, spec)``: the whole convolution (bias included) as
 one differentiable torch expression. torch's kernels do (``F.conv2d``); a call whose every
 pass is planned on such an algorithm runs it directly, with torch's own autograd.
@@ -56,6 +59,7 @@ class Algorithm:
     cost: Callable
     fused_zero_padding: bool = False
     native: Callable | None = None
+    fused_bias: bool = False
 
 
 @dataclass(frozen=True)
@@ -92,7 +96,7 @@ def _load(name: str, module: str, auto: bool) -> Algorithm:
     mod = importlib.import_module(f"{__name__}.{module}")
     return Algorithm(name, auto, mod.supports, mod.forward, mod.grad_input, mod.grad_weight,
                      mod.cost, getattr(mod, "FUSED_ZERO_PADDING", False),
-                     getattr(mod, "native", None))
+                     getattr(mod, "native", None), getattr(mod, "FUSED_BIAS", False))
 
 
 REGISTRY: dict[str, Algorithm] = {

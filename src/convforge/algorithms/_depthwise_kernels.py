@@ -139,9 +139,10 @@ def _max(offs):
 
 
 @njit(parallel=True, cache=True, fastmath=_FM_FWD)
-def forward_kernel(x, w, out, shape, top, left, uh, uw, sh, sw, hp, wp, hq, wq, offs, div,
-                   mul, reps, stack, chunk):
-    """out[n, o] = sum_{k < reps} correlate(phase image of x[n, (o // div) mul + k], w[o k]).
+def forward_kernel(x, w, bias, out, shape, top, left, uh, uw, sh, sw, hp, wp, hq, wq, offs,
+                   div, mul, reps, stack, chunk):
+    """out[n, o] = bias[o] + sum_{k < reps} correlate(phase image of x[n, (o // div) mul + k],
+    w[o k]).
 
     ``shape`` is ``(N, C_src, H, W, C_out, oH, oW)`` of the flat ``x`` and ``out``. The
     forward pass is ``div = m`` (channel multiplier), ``mul = 1``, ``reps = 1``; the input
@@ -175,13 +176,14 @@ def forward_kernel(x, w, out, shape, top, left, uh, uw, sh, sw, hp, wp, hq, wq, 
                 for s0 in range(0, length, _SEGMENT):
                     _taps(acc, buf, offs, w, (o * reps + k) * ntap, s0,
                           min(_SEGMENT, length - s0), k == 0)
+            b = bias[o]
             for ni in range(g0, g1):
                 dst = (ni * c_out + o) * oh * ow
                 for y in range(oh):
                     a = (ni - g0) * pitch + y * wq
                     d = dst + y * ow
                     for xx in range(ow):
-                        out[_U(d + xx)] = acc[_U(a + xx)]
+                        out[_U(d + xx)] = acc[_U(a + xx)] + b
 
 
 @njit(parallel=True, cache=True, fastmath=_FM_DOT)

@@ -327,6 +327,15 @@ def _spans(rows: int, per_job: int, workers: int) -> list:
     return [(r, min(rows, r + step)) for r in range(0, rows, step)]
 
 
+def _single_threaded() -> None:
+    """A worker's torch ops run on one thread. OpenMP's thread count is per calling thread:
+    a worker left at the default would start its own team of OpenMP threads for every
+    torch op, and those teams spin after each op beside torch's own -- measured here, a
+    tiny conv on the main thread went from 6 to 46-70 us per call after winograd had
+    run, for as long as the teams spun."""
+    torch.set_num_threads(1)
+
+
 def _parallel(fn, spans: list, workers: int) -> list:
     """fn(first, end) for every span, on ``workers`` threads, torch held at one thread.
 
@@ -341,7 +350,8 @@ def _parallel(fn, spans: list, workers: int) -> list:
     with _POOL_LOCK:
         if (_POOL.get("pid") != os.getpid()                  # threads do not survive fork
                 or _POOL["pool"]._max_workers < workers):
-            _POOL.update(pool=ThreadPoolExecutor(workers, thread_name_prefix="convforge-wino"),
+            _POOL.update(pool=ThreadPoolExecutor(workers, thread_name_prefix="convforge-wino",
+                                                 initializer=_single_threaded),
                          pid=os.getpid(), active=0)
         pool = _POOL["pool"]
         if _POOL["active"] == 0:

@@ -54,6 +54,7 @@ from ._threads import numba_threads as _threads
 from .direct import _array, _empty
 
 FUSED_ZERO_PADDING = True
+FUSED_BIAS = True          # added as the outputs are copied out of the run
 _DTYPES = (torch.float32, torch.float64)
 _STACK_ELEMS = 4096        # stack small planes into runs of about this length
 _TASKS_PER_THREAD = 4
@@ -107,8 +108,9 @@ def _stack(pitch, chunk):
     return max(1, min(chunk, _STACK_ELEMS // pitch))
 
 
-def _run(src, w, c_out, pads, spread, stride, dilation, div, mul, reps, out_hw=None):
-    """The flat-run loop over every (sample, output plane); NumPy out."""
+def _run(src, w, c_out, pads, spread, stride, dilation, div, mul, reps, out_hw=None,
+         bias=None):
+    """The flat-run loop over every (sample, output plane), plus ``bias``; NumPy out."""
     n, _, h, wd = src.shape
     kh, kw = w.shape[-2:]
     hp, wp, hq, wq, oh, ow = _geometry(h, wd, kh, kw, pads, spread, stride, dilation)
@@ -121,16 +123,17 @@ def _run(src, w, c_out, pads, spread, stride, dilation, div, mul, reps, out_hw=N
     chunk = _chunk(n, c_out, threads)
     stack = _stack(hq * wq, chunk)
     offs = _offsets(kh, kw, stride, dilation, hq, wq, stack)
-    _k.forward_kernel(_array(src).reshape(-1), _array(w).reshape(-1), out.numpy().reshape(-1),
-                      shape, top, left, spread[0], spread[1], stride[0], stride[1], hp, wp, hq,
-                      wq, offs, div, mul, reps, stack, chunk)
+    b = np.zeros(c_out, out.numpy().dtype) if bias is None else _array(bias.to(out.dtype))
+    _k.forward_kernel(_array(src).reshape(-1), _array(w).reshape(-1), b,
+                      out.numpy().reshape(-1), shape, top, left, spread[0], spread[1],
+                      stride[0], stride[1], hp, wp, hq, wq, offs, div, mul, reps, stack, chunk)
     return out
 
 
-def forward(x, w, spec):
+def forward(x, w, spec, bias=None):
     m = spec.c_out // spec.c_in
     return _run(x, w, spec.c_out, spec.padding, (1, 1), spec.stride, spec.dilation, m, 1, 1,
-                (spec.out_h, spec.out_w))                             # (N, C_out, oH, oW)
+                (spec.out_h, spec.out_w), bias)                       # (N, C_out, oH, oW)
 
 
 def grad_input(grad_out, w, spec, x_shape):

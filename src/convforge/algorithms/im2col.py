@@ -64,18 +64,28 @@ def _channels_last_columns(x, spec):
     return spec.c_in <= 4 and spec.stride != (1, 1) and spec.kh * spec.kw >= 9
 
 
-def forward(x, w, spec):
+FUSED_BIAS = True
+
+
+def forward(x, w, spec, bias=None):
+    """Columns times weights; a bias is added by the GEMM itself where it is one GEMM (1x1
+    layers, channels_last columns), else in place."""
     x, w = x.resolve_conj(), w.resolve_conj()
     n, c_in, hp, wp = x.shape
     c_out, g = w.shape[0], spec.groups
     oh, ow = out_size(spec, hp, wp)
     if _channels_last_columns(x, spec):
-        return _forward_nhwc(x, w, spec, oh, ow)
+        return _forward_nhwc(x, w, spec, oh, ow, bias)
     wm = w.reshape(g, c_out // g, -1)                             # (G, Og, K)
     if _is_pointwise(spec):
         (s1, s2) = spec.stride
         xs = x[..., :s1 * (oh - 1) + 1:s1, :s2 * (ow - 1) + 1:s2]  # (N, C, oH, oW)
-        return torch.matmul(wm, xs.reshape(n, g, c_in // g, oh * ow)).view(n, c_out, oh, ow)
+        if g == 1 and bias is not None:                          # out = b + W @ x, one GEMM
+            cols = xs.reshape(n, c_in, oh * ow)                  # (N, C_in, L)
+            out = torch.baddbmm(bias.view(1, c_out, 1), wm.expand(n, c_out, c_in), cols)
+            return out.view(n, c_out, oh, ow)
+        out = torch.matmul(wm, xs.reshape(n, g, c_in // g, oh * ow)).view(n, c_out, oh, ow)
+        return out if bias is None else out.add_(bias.view(1, -1, 1, 1))
     win = _windows(x, spec, oh, ow)                               # (N, C, kH, kW, oH, oW)
     k = wm.shape[-1]
     out = x.new_empty((n, g, c_out // g, oh * ow))
@@ -83,25 +93,31 @@ def forward(x, w, spec):
     for n0 in range(0, n, step):
         cols = win[n0:n0 + step].reshape(-1, g, k, oh * ow)       # (n, G, K, L)
         torch.matmul(wm, cols, out=out[n0:n0 + step])             # (n, G, Og, L)
-    return out.view(n, c_out, oh, ow)
+    out = out.view(n, c_out, oh, ow)
+    return out if bias is None else out.add_(bias.view(1, -1, 1, 1))
 
 
-def _forward_nhwc(x, w, spec, oh, ow):
+def _forward_nhwc(x, w, spec, oh, ow, bias=None):
     n, c_in = x.shape[:2]
     c_out = w.shape[0]
     wt = w.permute(0, 2, 3, 1).reshape(c_out, -1).t()             # (kH*kW*C, C_out)
     xl = x.contiguous(memory_format=torch.channels_last)
     out = x.new_empty((n, oh, ow, c_out))                         # channels_last storage
+    def gemm(cols, dst):                                          # dst = cols @ wt (+ b)
+        if bias is None:
+            torch.mm(cols, wt, out=dst)
+        else:
+            torch.addmm(bias, cols, wt, out=dst)
     if _is_pointwise(spec):
         (s1, s2) = spec.stride
         xs = xl.permute(0, 2, 3, 1)[:, :s1 * (oh - 1) + 1:s1, :s2 * (ow - 1) + 1:s2]
-        torch.mm(xs.reshape(-1, c_in), wt, out=out.view(-1, c_out))
+        gemm(xs.reshape(-1, c_in), out.view(-1, c_out))
         return out.permute(0, 3, 1, 2)                            # (N, C_out, oH, oW)
     win = _windows(xl, spec, oh, ow).permute(0, 4, 5, 2, 3, 1)   # (N, oH, oW, kH, kW, C)
     step = _chunk(n, c_in * spec.kh * spec.kw * oh * ow, x.element_size())
     for n0 in range(0, n, step):
         cols = win[n0:n0 + step].reshape(-1, wt.shape[0])         # (n*L, kH*kW*C)
-        torch.mm(cols, wt, out=out[n0:n0 + step].view(-1, c_out))
+        gemm(cols, out[n0:n0 + step].view(-1, c_out))
     return out.permute(0, 3, 1, 2)                                # (N, C_out, oH, oW)
 
 
