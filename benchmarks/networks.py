@@ -11,7 +11,7 @@ variant per round, medians):
 * inference: forward under ``torch.no_grad()`` (``eval()`` mode);
 
 (The agreement check: float64 outputs and gradients to 1e-9; float32 eval outputs to 1e-3
-of their magnitude, float32 gradients within 4x the difference between torch's own NCHW
+of their magnitude, float32 gradients within 10x the difference between torch's own NCHW
 and channels_last models, as rounding differences grow through BatchNorm in training.)
 
 and prints median ms, the ratio of convforge to torch NCHW and to torch channels_last, and
@@ -81,7 +81,8 @@ def check(model, ours, cl, x, y):
 
     In float64 to 1e-9 (the computation itself). In float32, rounding differences grow
     through the BatchNorm layers of a training step, so each gradient may differ from
-    torch's by at most 4x as much as torch's own channels_last model differs (or 1e-3).
+    torch's by at most 10x as much as torch's own channels_last model differs (or 2e-3 of
+    its magnitude; transform-domain algorithms round 10x more by design).
     """
     with torch.no_grad():
         if _error(copy.deepcopy(ours).eval()(x), copy.deepcopy(model).eval()(x)) > 1e-3:
@@ -89,7 +90,7 @@ def check(model, ours, cl, x, y):
     reference, ours_g = _grads(model, x, y), _grads(ours, x, y)
     for (name, _), r, o, c in zip(model.named_parameters(), reference, ours_g,
                                   _grads(cl, x, y, _CL), strict=True):
-        if _error(o, r) > max(1e-3, 4 * _error(c, r)):
+        if _error(o, r) > max(2e-3, 10 * _error(c, r)):
             return (f"float32 gradient of {name}: error {_error(o, r):.1e}, torch's "
                     f"channels_last {_error(c, r):.1e}")
     model64, ours64, x64 = copy.deepcopy(model).double(), copy.deepcopy(ours).double(), x.double()

@@ -131,3 +131,24 @@ def test_unneeded_passes_do_not_decide_native_torch(monkeypatch):
     assert set(layer.plans().values()) == {"torch"}
     assert y.grad_fn.name() == "ConvolutionBackward0"             # torch's own autograd
     dispatch.clear_measurements()
+
+
+@pytest.mark.parametrize("name", ["auto"] + convforge.algorithms())
+def test_output_layout_follows_the_input_as_in_torch(name):
+    """NCHW in, NCHW-contiguous out; channels_last in, channels_last out -- whatever layout
+    the algorithm computes in (winograd and im2col's NHWC columns work in NHWC)."""
+    cases = [((2, 8, 12, 12), (8, 8, 3, 3), dict(padding=1)),
+             ((2, 3, 20, 20), (8, 3, 7, 7), dict(padding=3, stride=2)),
+             ((2, 8, 12, 12), (8, 1, 3, 3), dict(padding=1, groups=8))]
+    for xs, ws, kw in cases:
+        spec = convforge.make_spec("conv2d", xs, ws, **kw)
+        if name != "auto" and dispatch.REGISTRY[name].supports(spec, torch.float32,
+                                                                torch.device("cpu")):
+            continue
+        x, w = torch.randn(xs), torch.randn(ws)
+        for fmt in (torch.contiguous_format, torch.channels_last):
+            for grad in (False, True):
+                xin = x.clone(memory_format=fmt).requires_grad_(grad)
+                y = convforge.conv2d(xin, w, algorithm=name, **kw)
+                assert y.is_contiguous(memory_format=fmt), (name, xs, fmt, grad)
+                assert_close(y, F.conv2d(x, w, **kw), factor=10.0)

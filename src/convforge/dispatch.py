@@ -254,11 +254,13 @@ def _random_operands(spec, dtype, device, algos, channels_last=False):
 def time_pass(name, pass_, spec, dtype=torch.float32, device="cpu", repeats=3, *,
               channels_last=False) -> float:
     """Median seconds of one pass (``"forward"``, ``"grad_input"``, ``"grad_weight"``) of
-    one algorithm on random data (NCHW, or NHWC in memory), after a warm-up."""
+    one algorithm on random data (NCHW, or NHWC in memory), after a warm-up; the forward
+    pass includes bringing its output to the input's layout, as a call does."""
     device = torch.device(device)
     algo = REGISTRY[name]
     aspec, x, w, g = _random_operands(spec, dtype, device, (algo,), channels_last)
-    run = {"forward": lambda: algo.forward(x, w, aspec),
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    run = {"forward": lambda: algo.forward(x, w, aspec).contiguous(memory_format=fmt),
            "grad_input": lambda: algo.grad_input(g, w, aspec, tuple(x.shape)),
            "grad_weight": lambda: algo.grad_weight(x, g, aspec, spec.weight_shape)}[pass_]
     times = []

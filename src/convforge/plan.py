@@ -85,8 +85,11 @@ class ConvPlan:
 
     def _general(self, x, w, b):
         """``run(x, w, b)``: the convolution of ``x`` (of the plan's configuration) with
-        ``w`` and bias ``b``; for torch's kernels on their own, ``F.conv2d`` itself."""
+        ``w`` and bias ``b``; for torch's kernels on their own, ``F.conv2d`` itself. The
+        output's memory layout is torch's: channels_last for a channels_last input,
+        NCHW-contiguous otherwise, whatever layout the algorithm computes in."""
         ct, dtype = self.ct, x.dtype
+        fmt = torch.channels_last if is_channels_last(x) else torch.contiguous_format
         if not self.spec.batched:
             x = x.unsqueeze(0)
         if dtype != ct:
@@ -103,6 +106,7 @@ class ConvPlan:
             out = forward_values(x, w, b, self.aspec, self.passes)
         if dtype != ct:
             out = out.to(dtype)
+        out = out.contiguous(memory_format=fmt)          # no copy when already so laid out
         return out if self.spec.batched else out.squeeze(0)
 
 
