@@ -1,18 +1,18 @@
 """Fit dispatch's cost model: time every "auto" algorithm's passes on a grid, write the JSON.
 
-The grid is the layer shapes of real networks (``benchmarks/models.py``: LeNet, ResNet-20,
-MobileNetV2 and ConvNeXt for 32x32 inputs at batch 1 and 32; ResNet-18 and MobileNetV2
-for 224x224 inputs at batch 1 and 8) plus 32 shapes of images, single layers and tiny
-calls. For each shape and each registered algorithm that "auto" may use and that
-supports it, the script measures the forward pass, the input gradient and the weight
-gradient separately (float32, 2 threads). Each algorithm is timed in short blocks of
-runs, its steady state: interleaving single calls of all algorithms churns the allocator,
-and torch's oneDNN scratch pads then fault in fresh pages on every call and look 2x
-slower. Each timed run follows a small parallel torch op, as in a network (thread pools
-in the state a layer finds them). The blocks of all algorithms run in turns and the fastest is kept
-(robust to other processes on a shared machine); an algorithm 6x slower than the best of
-a pass after its first block is not timed again, one whose warm-up took 12x the best is
-not timed at all.
+The grid is the layer shapes of real networks (``benchmarks/models.py``: LeNet,
+ResNet-20, MobileNetV2 and ConvNeXt for 32x32 inputs at batch 1 and 32; ResNet-18 and
+MobileNetV2 for 224x224 inputs at batch 1 and 8) plus 32 shapes of images, single layers
+and tiny calls, and the workloads of ``benchmarks/run.py``. For each shape and each
+registered algorithm that "auto" may use and that supports it, the script measures the
+forward pass, the input gradient and the weight gradient separately (float32, 2 threads).
+Each algorithm is timed in short blocks of runs, its steady state: interleaving single
+calls of all algorithms churns the allocator, and torch's oneDNN scratch pads then fault
+in fresh pages on every call and look 2x slower. Each timed run follows a small parallel
+torch op, as in a network (thread pools in the state a layer finds them). The blocks of
+all algorithms run in turns and the fastest is kept (robust to other processes on a
+shared machine); an algorithm 6x slower than the best of a pass after its first block is
+not timed again, one whose warm-up took 12x the best is not timed at all.
 
 Per algorithm and pass it fits non-negative weights of ``dispatch.cost_features``
 minimising the squared relative error, and prints how often dispatch's rule
@@ -98,6 +98,13 @@ NETWORKS = [("lenet", (1, 32)), ("resnet_cifar", (1, 32)), ("mobilenet_v2_cifar"
 QUICK = ["dense3 32x32 n2", "1x1 256->256 14", "lenet 6->16", "dw3 64x56", "img 5x5 512"]
 
 
+def run_workloads():
+    """The workloads of ``benchmarks/run.py`` (2048x2048 images, single layers)."""
+    from run import WORKLOADS
+
+    return [(f"run.py {name}", xs, ws, kw) for name, (xs, ws, kw, _) in WORKLOADS.items()]
+
+
 def network_layers(name, batch):
     """(label, input shape, weight shape, kwargs) of every distinct Conv2d of a model."""
     build, sample = MODELS[name]
@@ -122,7 +129,13 @@ def network_layers(name, batch):
 
 def grid(include_224=True):
     """BASE and the distinct layer shapes of NETWORKS (a shape two models share, once)."""
-    out, seen = list(BASE), {(xs, ws, tuple(sorted(kw.items()))) for _, xs, ws, kw in BASE}
+    out = []
+    seen = set()
+    for label, xs, ws, kw in BASE + run_workloads():
+        key = (xs, ws, tuple(sorted(kw.items())))
+        if key not in seen:
+            seen.add(key)
+            out.append((label, xs, ws, kw))
     for name, batches in NETWORKS:
         if MODELS[name][1][-1] > 32 and not include_224:
             continue

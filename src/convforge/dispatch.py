@@ -144,6 +144,10 @@ def cost_features(spec, raw: float, dtype=torch.float32) -> list:
 #: nearest-neighbour correction: width (log2 units) of a neighbour's weight, and the
 #: prior weight that pulls a correction from far neighbours back to the fitted model
 _SIGMA, _PRIOR = 0.75, 0.05
+#: how much each log2 size counts in the distance: batch and output pixels (how much of
+#: the same work) a third as much as channels, groups and taps (which work): an
+#: algorithm's error at a shape carries over to larger batches and images of that shape
+_SCALE = (1 / 3, 1.0, 1.0, 1.0, 1 / 3, 1.0)
 
 
 def _kind(spec) -> tuple:
@@ -153,10 +157,10 @@ def _kind(spec) -> tuple:
 
 
 def _position(spec) -> tuple:
-    """log2 of the sizes that set a configuration's cost."""
-    return tuple(math.log2(max(v, 1)) for v in (
+    """log2 of the sizes that set a configuration's cost, scaled by ``_SCALE``."""
+    return tuple(s * math.log2(max(v, 1)) for s, v in zip(_SCALE, (
         spec.n, spec.c_in // spec.groups, spec.c_out // spec.groups, spec.groups,
-        spec.out_h * spec.out_w, spec.kh * spec.kw))
+        spec.out_h * spec.out_w, spec.kh * spec.kw)))
 
 
 class Predictor:
@@ -168,8 +172,9 @@ class Predictor:
     each grid shape; a configuration's prediction is multiplied by the geometric mean of
     those ratios at the grid shapes of its kind (1x1, depthwise, stride, dilation), each
     weighted by ``exp(-d^2 / 2 sigma^2)`` at distance d in log2 sizes (batch, channels per
-    group in and out, groups, output pixels, taps). A measured shape is thus predicted by
-    its own measurement, and shapes between measured ones by their neighbours'.
+    group in and out, groups, output pixels, taps; batch and pixels count a third). A
+    measured shape is thus predicted by its own measurement, and shapes between measured
+    ones, or larger, by their neighbours'.
     """
 
     def __init__(self, model: dict):
