@@ -191,8 +191,13 @@ def test_predictor_follows_measurements_near_them_and_the_fit_elsewhere():
                                                                                CPU))
     depthwise = _spec((4, 16, 16, 16), (16, 1, 3, 3), {"padding": 1, "groups": 16})
     assert pred.correction("im2col", depthwise, "forward") == 0.0
-    near = _spec((8, 16, 16, 16), (16, 16, 3, 3), {"padding": 1})     # twice the batch
-    far = _spec((256, 16, 16, 16), (16, 16, 3, 3), {"padding": 1})
+    wide = _spec((4, 32, 16, 16), (32, 32, 3, 3), {"padding": 1})     # twice the channels
+    far = _spec((4, 512, 16, 16), (512, 512, 3, 3), {"padding": 1})
+    bigger = _spec((16, 16, 32, 32), (16, 16, 3, 3), {"padding": 1})  # larger batch, image
     full = pred.correction("im2col", spec, "forward")
-    assert 0 < abs(pred.correction("im2col", near, "forward")) < abs(full)
+    assert 0 < abs(pred.correction("im2col", wide, "forward")) < abs(full)
     assert abs(pred.correction("im2col", far, "forward")) < 1e-3 * abs(full)
+    # batch and pixels count a third: the same layer at 4x the batch and 4x the pixels
+    # keeps more of the correction than twice the channels does
+    assert abs(pred.correction("im2col", bigger, "forward")) > abs(
+        pred.correction("im2col", wide, "forward"))
