@@ -2,17 +2,18 @@
 
 The grid is the layer shapes of real networks (``benchmarks/models.py``: LeNet,
 ResNet-20, MobileNetV2 and ConvNeXt for 32x32 inputs at batch 1 and 32; ResNet-18 and
-MobileNetV2 for 224x224 inputs at batch 1 and 8) plus 32 shapes of images, single layers
-and tiny calls, and the workloads of ``benchmarks/run.py``. For each shape and each
-registered algorithm that "auto" may use and that supports it, the script measures the
-forward pass, the input gradient and the weight gradient separately (float32, 2 threads).
-Each algorithm is timed in short blocks of runs, its steady state: interleaving single
-calls of all algorithms churns the allocator, and torch's oneDNN scratch pads then fault
-in fresh pages on every call and look 2x slower. Each timed run follows a small parallel
-torch op, as in a network (thread pools in the state a layer finds them). The blocks of
-all algorithms run in turns and the fastest is kept (robust to other processes on a
-shared machine); an algorithm 6x slower than the best of a pass after its first block is
-not timed again, one whose warm-up took 12x the best is not timed at all.
+MobileNetV2 for 224x224 inputs at batch 1 and 8) plus 34 shapes of images, single layers,
+tiny calls and the digits example, and the workloads of ``benchmarks/run.py``. For each
+shape and each registered algorithm that "auto" may use and that supports it, the script
+measures the forward pass, the input gradient and the weight gradient separately
+(float32, 2 threads unless ``--threads``). Each algorithm is timed in short blocks of
+runs, its steady state: interleaving single calls of all algorithms churns the allocator,
+and torch's oneDNN scratch pads then fault in fresh pages on every call and look 2x
+slower. Each timed run follows a small parallel torch op, as in a network (thread pools
+in the state a layer finds them). The blocks of all algorithms run in turns and the
+fastest is kept (robust to other processes on a shared machine); an algorithm 6x slower
+than the best of a pass after its first block is not timed again, one whose warm-up took
+12x the best is not timed at all.
 
 Per algorithm and pass it fits non-negative weights of ``dispatch.cost_features``
 minimising the squared relative error, and prints how often dispatch's rule
@@ -21,11 +22,13 @@ minimising the squared relative error, and prints how often dispatch's rule
 of the fastest, in-sample and leave-one-out (each shape predicted by the fit and the
 measurements of all the others), per pass and for a training step (the three passes
 together). Errors against float64 ``F.conv2d`` are measured on the smaller shapes.
-Writes ``src/convforge/cost_model.json`` (fits, shapes, measurements, quality, errors).
+Writes ``src/convforge/cost_model_t{threads}.json`` (fits, shapes, measurements, quality,
+errors); dispatch uses the fit of the thread count nearest to torch's.
 
 Usage: ``python benchmarks/fit_cost_model.py [--quick] [--dry-run] [--no-224] [--rows JSON]``
 (about 10 minutes; ``--quick``: a few shapes, seconds; ``--rows``: re-fit the measurements
-of a saved cost_model.json without timing anything).
+of a saved cost_model_t*.json without timing anything; ``--threads N``: torch's thread count
+to fit, default 2).
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ import convforge  # noqa: E402
 from convforge import dispatch  # noqa: E402
 from convforge.algorithms import REGISTRY  # noqa: E402
 
-OUT = Path(dispatch.__file__).with_name("cost_model.json")
+OUT_DIR = Path(dispatch.__file__).parent
 PASSES = dispatch.PASSES
 _PRUNE = 6.0          # not timed again: this many times slower than the pass's best
 _HOPELESS = 12.0      # not timed at all: its warm-up this many times the best warm-up
@@ -91,6 +94,9 @@ BASE = [
     ("tiny 3->6 12x12 5x5 n2", (2, 3, 12, 12), (6, 3, 5, 5), dict(padding=2)),
     ("tiny 1x1 16x4x4", (1, 16, 4, 4), (16, 16, 1, 1), {}),
     ("small 16x16x16 3x3 n4", (4, 16, 16, 16), (16, 16, 3, 3), dict(padding=1)),
+    # examples/train_digits.py's LeNet (16x16 digits, batch 32)
+    ("digits 1->6 16 n32", (32, 1, 16, 16), (6, 1, 5, 5), dict(padding=2)),
+    ("digits 6->16 8 n32", (32, 6, 8, 8), (16, 6, 5, 5), {}),
 ]
 #: (model, batch sizes): the networks whose layers join the grid
 NETWORKS = [("lenet", (1, 32)), ("resnet_cifar", (1, 32)), ("mobilenet_v2_cifar", (1, 32)),
@@ -312,9 +318,10 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="five small shapes")
     parser.add_argument("--dry-run", action="store_true", help="do not write the JSON")
     parser.add_argument("--no-224", action="store_true", help="leave out the 224x224 models")
-    parser.add_argument("--rows", help="re-fit saved measurements (a cost_model.json)")
+    parser.add_argument("--rows", help="re-fit saved measurements (a cost_model_t*.json)")
+    parser.add_argument("--threads", type=int, default=THREADS, help="torch threads to fit")
     args = parser.parse_args(argv)
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     t0 = time.time()
     shapes = grid(include_224=not args.no_224)
@@ -329,7 +336,7 @@ def main(argv=None) -> int:
     else:
         warm_up()
         rows = measure(shapes)
-    model = {"threads": THREADS, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    model = {"threads": args.threads, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
              "grid_shapes": len({r["label"] for r in rows}), "quality": {}}
     model.update(model_of(rows, shape_table))
     for name, keys in [(p, (p,)) for p in PASSES] + [("train step", PASSES)]:
@@ -351,8 +358,9 @@ def main(argv=None) -> int:
     for name, e in errors.items():
         print(f"error {name:10s} float32 {e['float32']:.1e}  float64 {e['float64']:.1e}")
     if not args.dry_run:
-        OUT.write_text(json.dumps(model, indent=1) + "\n")
-        print(f"wrote {OUT} ({time.time() - t0:.0f} s)")
+        out = OUT_DIR / f"cost_model_t{args.threads}.json"
+        out.write_text(json.dumps(model, indent=1) + "\n")
+        print(f"wrote {out} ({time.time() - t0:.0f} s)")
     return 0
 
 

@@ -6,7 +6,8 @@ gradient and the weight gradient (:class:`~convforge.algorithms.Passes`). Each p
 chosen on its own, so a depthwise layer of a network can run torch's forward and
 convforge's backward. ``choose_algorithm`` is the forward pass's choice. Without
 ``measure`` both are pure: the answer depends only on the arguments, the fitted constants
-shipped in ``cost_model.json`` and the ``CONVFORGE_ALGORITHM`` environment variable.
+shipped in ``cost_model_t*.json``, torch's thread count and the ``CONVFORGE_ALGORITHM``
+environment variable.
 
 How it decides:
 
@@ -19,10 +20,10 @@ How it decides:
    segment (short rows), input and output bytes, and a per-call constant. The weights are
    fitted per algorithm and pass on this machine by ``benchmarks/fit_cost_model.py``, on
    the layer shapes of real networks (LeNet, ResNet-20, MobileNetV2, ConvNeXt at 32x32,
-   ResNet-18 and MobileNetV2 at 224x224) and 32 image, layer and tiny shapes; the
-   prediction is then corrected by the fit's measurements at nearby shapes
-   (:class:`Predictor`). An algorithm the fit has not seen, or a non-CPU device, keeps its
-   raw ``cost()``.
+   ResNet-18 and MobileNetV2 at 224x224), 34 image, layer and tiny shapes and
+   ``benchmarks/run.py``'s workloads; the prediction is then corrected by the fit's
+   measurements at nearby shapes (:class:`Predictor`). An algorithm the fit has not seen,
+   or a non-CPU device, keeps its raw ``cost()``.
 3. Per pass the lowest prediction wins, except that another algorithm must beat torch's
    prediction by :data:`TORCH_MARGIN` to be chosen over it: where the model cannot tell
    two algorithms apart, torch's kernel (what the user would have run anyway) stays. And
@@ -38,8 +39,10 @@ How it decides:
 say otherwise (layers take ``measure=``). ``CONVFORGE_ALGORITHM=<name>`` forces that
 algorithm for every pass of every "auto" call where it is a candidate.
 
-Measured error, max |y - y64| / max |y64| on random normal data of the fit grid, against
-float64 ``F.conv2d``, is written by the fit into ``cost_model.json`` (``errors``); the
+The fits are per thread count (``cost_model_t2.json``, ``cost_model_t1.json``: oneDNN and
+Numba scale differently with threads); a call uses the fit nearest to
+``torch.get_num_threads()``. Measured error, max |y - y64| / max |y64| on random normal
+data of the fit grid, against float64 ``F.conv2d``, is written by the fit (``errors``); the
 quality of the choice (how often it is within 10% of the fastest, in-sample and
 leave-one-out) is in ``quality``. Both are printed by ``python -m convforge.dispatch``.
 """
@@ -71,29 +74,46 @@ TORCH_MARGIN = 0.9
 #: Functions rather than torch's own F.conv2d (Python, separate backward passes)
 PASS_OVERHEAD = 3e-5
 PASSES = ("forward", "grad_input", "grad_weight")
-_MODEL_PATH = Path(__file__).with_name("cost_model.json")
+_MODEL_DIR = Path(__file__).parent
+#: the thread count whose fit is the default (its errors, the doctests' figures)
+_DEFAULT_THREADS = 2
 _MEASURED: dict = {}
 #: predicted plans, so that "auto" costs one dictionary lookup per call after the first
 _PREDICTED: dict = {}
 
 
 @functools.lru_cache(maxsize=1)
-def cost_model() -> dict:
-    """The fitted constants (empty tables when no fit has been shipped).
+def cost_models() -> dict:
+    """Every shipped fit, by the thread count it was measured with (``cost_model_t{N}.json``,
+    written by ``benchmarks/fit_cost_model.py --threads N``)."""
+    models = {}
+    for path in _MODEL_DIR.glob("cost_model_t*.json"):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        models[int(data.get("threads", path.stem.rsplit("_t", 1)[-1]))] = {
+            "errors": {}, **{p: {} for p in PASSES}, **data}
+    return models
+
+
+def cost_model(threads=None) -> dict:
+    """The fitted constants for ``threads`` (default: the 2-thread fit; the nearest thread
+    count fitted otherwise; empty tables when no fit has been shipped).
 
     Returns:
         ``{"forward": {name: {"coef": [...]}}, "grad_input": {...}, "grad_weight": {...},
-        "errors": {name: {dtype: err}}, ...}``.
+        "errors": {name: {dtype: err}}, "threads": N, ...}``.
 
     Example:
         >>> {"errors", "forward", "grad_input", "grad_weight"} <= set(cost_model())
         True
     """
-    try:
-        data = json.loads(_MODEL_PATH.read_text())
-    except (OSError, ValueError):
-        data = {}
-    return {"errors": {}, **{p: {} for p in PASSES}, **data}
+    models = cost_models()
+    if not models:
+        return {"errors": {}, **{p: {} for p in PASSES}}
+    want = _DEFAULT_THREADS if threads is None else threads
+    return models[min(models, key=lambda t: (abs(t - want), -t))]
 
 
 def _dtype_key(dtype) -> str:
@@ -167,7 +187,7 @@ class Predictor:
     """Seconds of each pass of each algorithm: the fitted combination of
     :func:`cost_features`, corrected by the measured shapes near the configuration.
 
-    The fit's measurements (``cost_model.json``, ``measurements``: every algorithm's time
+    The fit's measurements (``cost_model_t*.json``, ``measurements``: every algorithm's time
     for every pass of every grid shape) say how far the fitted model is from the truth at
     each grid shape; a configuration's prediction is multiplied by the geometric mean of
     those ratios at the grid shapes of its kind (1x1, depthwise, stride, dilation), each
@@ -229,20 +249,29 @@ class Predictor:
         return t
 
 
-@functools.lru_cache(maxsize=1)
-def _predictor(model_id) -> Predictor:
-    return Predictor(cost_model())
+_PREDICTORS: dict = {}
 
 
-def predicted_seconds(name, spec, dtype=torch.float32, device="cpu", pass_="forward") -> float:
-    """The predicted seconds of one pass of one algorithm (:class:`Predictor`).
+def _predictor(threads) -> Predictor:
+    """The predictor of the fit nearest to ``threads`` (one per model, built once)."""
+    model = cost_model(threads)
+    if id(model) not in _PREDICTORS:
+        _PREDICTORS[id(model)] = Predictor(model)
+    return _PREDICTORS[id(model)]
+
+
+def predicted_seconds(name, spec, dtype=torch.float32, device="cpu", pass_="forward",
+                      threads=None) -> float:
+    """The predicted seconds of one pass of one algorithm (:class:`Predictor`), with the
+    fit of the thread count nearest to ``threads`` (default: torch's now).
 
     Example:
         >>> from convforge import make_spec
         >>> predicted_seconds("im2col", make_spec("conv2d", (1, 1, 8, 8), (1, 1, 3, 3))) > 0
         True
     """
-    return _predictor(id(cost_model())).seconds(name, spec, dtype, device, pass_)
+    threads = torch.get_num_threads() if threads is None else threads
+    return _predictor(threads).seconds(name, spec, dtype, device, pass_)
 
 
 def _random_operands(spec, dtype, device, algos, channels_last=False):
@@ -359,7 +388,9 @@ def choose_plan(spec, dtype=torch.float32, device="cpu", *, grads=(False, False)
         measure = backends.benchmark
     forced = os.environ.get("CONVFORGE_ALGORITHM")
     grads = (bool(grads[0]), bool(grads[1]))
-    key = (spec, dtype, str(device), grads, bool(channels_last), forced, id(cost_model()))
+    threads = torch.get_num_threads()
+    key = (spec, dtype, str(device), grads, bool(channels_last), forced, threads,
+           id(cost_model(threads)))
     table = _MEASURED if measure else _PREDICTED
     if key in table:
         return table[key]
@@ -375,7 +406,8 @@ def choose_plan(spec, dtype=torch.float32, device="cpu", *, grads=(False, False)
     elif channels_last and "torch" in names:
         plan = ("torch",) * 3
     else:
-        plan = choose(names, needed, lambda n, p: predicted_seconds(n, spec, dtype, device, p))
+        plan = choose(names, needed,
+                      lambda n, p: predicted_seconds(n, spec, dtype, device, p, threads))
     if len(table) > 4096:
         table.clear()
     table[key] = plan
@@ -440,14 +472,15 @@ def resolve(func, name, spec, dtype, device, *, grads=(False, False), measure=No
 
 
 def _report() -> str:
-    model = cost_model()
-    lines = [f"cost model: fitted {model.get('date', 'never')} on {model.get('threads', '?')} "
-             f"threads, {model.get('grid_shapes', 0)} shapes"]
-    for pass_, q in model.get("quality", {}).items():
-        lines.append(f"{pass_:12s} auto within 10% of the fastest: in-sample "
-                     f"{q['in_sample'][0]}/{q['in_sample'][1]}, leave-one-out "
-                     f"{q['leave_one_out'][0]}/{q['leave_one_out'][1]}")
-    for name, e in model["errors"].items():
+    lines = []
+    for threads, model in sorted(cost_models().items()):
+        lines.append(f"cost model: fitted {model.get('date', 'never')} on {threads} "
+                     f"thread(s), {model.get('grid_shapes', 0)} shapes")
+        for pass_, q in model.get("quality", {}).items():
+            lines.append(f"  {pass_:12s} auto within 10% of the fastest: in-sample "
+                         f"{q['in_sample'][0]}/{q['in_sample'][1]}, leave-one-out "
+                         f"{q['leave_one_out'][0]}/{q['leave_one_out'][1]}")
+    for name, e in cost_model()["errors"].items():
         lines.append(f"error {name:10s} float32 {e['float32']:.1e}  float64 {e['float64']:.1e}")
     return "\n".join(lines)
 

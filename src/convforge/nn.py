@@ -203,7 +203,7 @@ class Conv2d(_ConvBase):
         key = (input.shape, input.dtype, input.device, input.is_contiguous(), weight.shape,
                weight.dtype, bias is None, grad and input.requires_grad,
                grad and weight.requires_grad, backends.benchmark,
-               os.environ.get("CONVFORGE_ALGORITHM"))
+               os.environ.get("CONVFORGE_ALGORITHM"), torch.get_num_threads())
         plan = self._plans.get(key)
         if plan is None:
             plan = ConvPlan(type(self).__name__, input, weight, bias, self.stride,

@@ -4,9 +4,9 @@ A :class:`ConvPlan` (called as ``plan.run(x, w, b)``) holds a checked
 :class:`~convforge.spec.ConvSpec`, the algorithm of each pass (``dispatch.choose_plan``),
 the compute dtype and how the input is padded. It is built on the first call of a
 configuration (every argument check of :mod:`convforge.spec` runs then, and every error
-is raised then) and kept: a later call
-with the same shapes, dtypes, device, layout, arguments and gradient needs is a dictionary
-lookup and the computation itself. ``convforge.conv2d`` keeps plans in one table keyed by
+is raised then) and kept: a later call with the same shapes, dtypes, device, layout,
+arguments, gradient needs and torch thread count is a dictionary lookup and the
+computation itself. ``convforge.conv2d`` keeps plans in one table keyed by
 the whole call; a layer (``convforge.nn.Conv2d``) keeps its own, keyed by its input only.
 
 When torch's kernels run every pass a call needs, the plan calls ``F.conv2d`` directly
@@ -125,7 +125,7 @@ def conv_plan(func, x, w, b, stride, padding, dilation, groups, padding_mode, al
         key = (func, x.shape, x.dtype, x.device, is_channels_last(x), w.shape, w.dtype,
                w.device, _descr(b), stride, padding, dilation, groups, padding_mode,
                algorithm, grads, measure, backends.benchmark,
-               os.environ.get("CONVFORGE_ALGORITHM"))
+               os.environ.get("CONVFORGE_ALGORITHM"), torch.get_num_threads())
         plan = _PLANS.get(key)
     except TypeError:               # an unhashable argument (a list): no caching
         key = plan = None
