@@ -201,3 +201,39 @@ def test_predictor_follows_measurements_near_them_and_the_fit_elsewhere():
     # keeps more of the correction than twice the channels does
     assert abs(pred.correction("im2col", bigger, "forward")) > abs(
         pred.correction("im2col", wide, "forward"))
+
+
+def test_one_fit_per_thread_count_nearest_is_used():
+    models = dispatch.cost_models()
+    assert {1, 2} <= set(models), "both shipped fits load"
+    for t in (1, 2):
+        assert dispatch.cost_model(t)["threads"] == t
+    assert dispatch.cost_model(16)["threads"] == max(models)
+    assert dispatch.cost_model(0)["threads"] == min(models)
+    # the prediction is the chosen fit's: the two fits measured different machines states
+    spec = _spec((8, 16, 16, 16), (16, 16, 3, 3), dict(padding=1))
+    p1 = dispatch.predicted_seconds("torch", spec, threads=1)
+    p2 = dispatch.predicted_seconds("torch", spec, threads=2)
+    assert p1 != p2
+
+
+def test_plan_follows_torch_thread_count(monkeypatch):
+    monkeypatch.delenv("CONVFORGE_ALGORITHM", raising=False)
+    shapes = [((32, 1, 16, 16), (6, 1, 5, 5), 1), ((1, 32, 32, 32), (32, 1, 3, 3), 32),
+              ((32, 3, 32, 32), (16, 3, 3, 3), 1), ((8, 16, 16, 16), (16, 16, 3, 3), 1)]
+    before = torch.get_num_threads()
+    differ = 0
+    try:
+        for xs, ws, groups in shapes:
+            spec = _spec(xs, ws, dict(padding=1, groups=groups))
+            wants = {}
+            for t in (1, 2):
+                wants[t] = dispatch.choose(
+                    dispatch.candidates(spec), dispatch.PASSES,
+                    lambda n, p, t=t, s=spec: dispatch.predicted_seconds(n, s, pass_=p, threads=t))
+                torch.set_num_threads(t)
+                assert dispatch.choose_plan(spec, grads=(True, True)) == wants[t], (xs, t)
+            differ += wants[1] != wants[2]
+    finally:
+        torch.set_num_threads(before)
+    assert differ, "the shapes must include one where the two fits disagree"
