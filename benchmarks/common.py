@@ -42,8 +42,10 @@ def round_robin_ms(fns, *, min_time=0.3, max_runs=15, min_runs=3, budget=3.0):
 
     Timing the implementations of one workload in turns (after one warm-up each) makes a
     burst of load from other processes hit all of them alike instead of whichever was
-    being timed; each stops after ``max_runs``, or ``min_runs`` and ``min_time`` seconds,
-    or ``budget`` seconds. A warm-up slower than ``budget`` is reported as is (one run).
+    being timed; the order rotates every round (no implementation always runs after the
+    same other one, whose cache and allocator state it would inherit). Each stops after
+    ``max_runs``, or ``min_runs`` and ``min_time`` seconds, or ``budget`` seconds. A
+    warm-up slower than ``budget`` is reported as is (one run).
     """
     first = {}
     for key, fn in fns.items():
@@ -52,8 +54,10 @@ def round_robin_ms(fns, *, min_time=0.3, max_runs=15, min_runs=3, budget=3.0):
         first[key] = time.perf_counter() - t0
     times = {key: [] for key in fns}
     active = [key for key in fns if first[key] <= budget]
+    turn = 0
     while active:
-        for key in list(active):
+        turn += 1
+        for key in active[turn % len(active):] + active[:turn % len(active)]:
             t0 = time.perf_counter()
             fns[key]()
             times[key].append(time.perf_counter() - t0)

@@ -134,6 +134,14 @@ def layer_plans(ours):
     return out
 
 
+def _rounds(quick):
+    """Timing limits per variant: full runs take at least 11 runs and 4 s (up to 201 runs
+    of a small model), since a whole model's time varies by several percent run to run."""
+    if quick:
+        return dict(min_time=0.5, max_runs=9, min_runs=5, budget=6)
+    return dict(min_time=4.0, max_runs=201, min_runs=11, budget=25)
+
+
 def bench(name, quick=False, log=print):
     model, ours, cl, x, y = variants(name)
     problem = check(model, ours, cl, x, y)
@@ -147,8 +155,7 @@ def bench(name, quick=False, log=print):
     for f in list(fns.values()):                       # plans, compiles, allocator
         f()
         f()
-    times = round_robin_ms(fns, min_time=0.5 if quick else 2.0, max_runs=9 if quick else 25,
-                           min_runs=5, budget=6 if quick else 20)
+    times = round_robin_ms(fns, **_rounds(quick))
     for m in (model, ours, cl):
         m.eval()
     inf = {("torch", "infer"): inference(model, x), ("torch_cl", "infer"): inference(cl, x, _CL),
@@ -156,9 +163,7 @@ def bench(name, quick=False, log=print):
     for f in list(inf.values()):
         f()
         f()
-    times.update(round_robin_ms(inf, min_time=0.5 if quick else 2.0,
-                                max_runs=9 if quick else 25, min_runs=5,
-                                budget=6 if quick else 20))
+    times.update(round_robin_ms(inf, **_rounds(quick)))
     result = {"model": name, "batch": BATCH[name], "input": list(MODELS[name][1]),
               "layers": layer_plans(ours)}
     for kind in ("train", "infer"):

@@ -152,3 +152,21 @@ def test_output_layout_follows_the_input_as_in_torch(name):
                 y = convforge.conv2d(xin, w, algorithm=name, **kw)
                 assert y.is_contiguous(memory_format=fmt), (name, xs, fmt, grad)
                 assert_close(y, F.conv2d(x, w, **kw), factor=10.0)
+
+
+def test_environment_override_reaches_cached_plans(monkeypatch):
+    """CONVFORGE_ALGORITHM is part of every plan key: setting or changing it after a layer
+    or function has cached a plan takes effect on the next call."""
+    monkeypatch.delenv("CONVFORGE_ALGORITHM", raising=False)
+    layer = cnn.Conv2d(2, 3, 3, padding=1)
+    x = torch.randn(1, 2, 7, 7)
+    with torch.no_grad():
+        layer(x)
+        for name in ("direct", "fft", "im2col"):
+            monkeypatch.setenv("CONVFORGE_ALGORITHM", name)
+            y = layer(x)
+            assert list(layer.plans().values())[-1] == name
+            assert_close(y, F.conv2d(x, layer.weight, layer.bias, padding=1))
+            convforge.conv2d(x, layer.weight, padding=1)
+            assert convforge.plan.conv_plan(
+                "conv2d", x, layer.weight, None, 1, 1, 1, 1, "zeros", "auto").label == name

@@ -24,7 +24,6 @@ same parameter tensors, buffers and hooks) and :func:`revert` turns them back.
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 from torch import nn
@@ -203,7 +202,7 @@ class Conv2d(_ConvBase):
         key = (input.shape, input.dtype, input.device, input.is_contiguous(), weight.shape,
                weight.dtype, bias is None, grad and input.requires_grad,
                grad and weight.requires_grad, backends.benchmark,
-               os.environ.get("CONVFORGE_ALGORITHM"), torch.get_num_threads())
+               backends.forced_token(), torch.get_num_threads())
         plan = self._plans.get(key)
         if plan is None:
             plan = ConvPlan(type(self).__name__, input, weight, bias, self.stride,

@@ -15,9 +15,6 @@ When torch's kernels run every pass a call needs, the plan calls ``F.conv2d`` di
 
 from __future__ import annotations
 
-import functools
-import os
-
 import torch
 import torch.nn.functional as F
 
@@ -74,8 +71,7 @@ class ConvPlan:
         if (self.native is not None and first.name == "torch" and self.ct == x.dtype
                 and not self.pad_first and top == bottom and left == right):
             # torch's layer, as torch.nn.Conv2d would call it (unbatched inputs included)
-            self.run = functools.partial(F.conv2d, stride=spec.stride, padding=(top, left),
-                                         dilation=spec.dilation, groups=spec.groups)
+            self.run = _native_call(spec.stride, (top, left), spec.dilation, spec.groups)
 
     @property
     def label(self) -> str:
@@ -110,6 +106,14 @@ class ConvPlan:
         return out if self.spec.batched else out.squeeze(0)
 
 
+def _native_call(stride, padding, dilation, groups):
+    """``F.conv2d`` with the arguments passed by position, as ``torch.nn.Conv2d`` passes
+    them (keyword arguments cost torch's argument parser a few microseconds more)."""
+    def run(x, w, b, _conv=F.conv2d):
+        return _conv(x, w, b, stride, padding, dilation, groups)
+    return run
+
+
 _PLANS: dict = {}
 
 
@@ -125,7 +129,7 @@ def conv_plan(func, x, w, b, stride, padding, dilation, groups, padding_mode, al
         key = (func, x.shape, x.dtype, x.device, is_channels_last(x), w.shape, w.dtype,
                w.device, _descr(b), stride, padding, dilation, groups, padding_mode,
                algorithm, grads, measure, backends.benchmark,
-               os.environ.get("CONVFORGE_ALGORITHM"), torch.get_num_threads())
+               backends.forced_token(), torch.get_num_threads())
         plan = _PLANS.get(key)
     except TypeError:               # an unhashable argument (a list): no caching
         key = plan = None
