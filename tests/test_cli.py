@@ -298,7 +298,7 @@ def test_demo_prints_both_chapters_and_writes_figures(capsys, tmp_path, monkeypa
     _one_line_error(rc, err)
 
 
-@pytest.mark.parametrize("command", ["filter", "fit", "shape", "bench", "demo"])
+@pytest.mark.parametrize("command", ["filter", "fit", "shape", "bench", "dispatch", "demo"])
 def test_help_has_examples(capsys, command):
     with pytest.raises(SystemExit) as exc:
         cli.main([command, "--help"])
@@ -314,3 +314,14 @@ def test_demo_without_scikit_image_still_prints_the_chapter(capsys, monkeypatch)
     monkeypatch.setattr(photo, "camera", missing)
     rc, text, _ = run(capsys, "demo")
     assert rc == 0 and "tensor([[19., 25.]" in text and "skipped" in text
+
+
+def test_dispatch_reports_every_shipped_fit(capsys):
+    from convforge import dispatch
+
+    rc, out, err = run(capsys, "dispatch")
+    assert rc == 0 and not err
+    for threads, model in dispatch.cost_models().items():
+        assert f"on {threads} thread(s), {model['grid_shapes']} shapes" in out
+    for name in dispatch.cost_model()["errors"]:
+        assert f"error {name}" in out

@@ -153,6 +153,13 @@ def _cmd_fit(args) -> int:
 # bench
 # --------------------------------------------------------------------------------------
 
+def _cmd_dispatch(args) -> int:
+    from . import dispatch
+
+    print(dispatch.report())
+    return 0
+
+
 def _cmd_bench(args) -> int:
     import runpy
 
@@ -273,6 +280,14 @@ def build_parser() -> argparse.ArgumentParser:
              ["convforge bench --quick", "convforge bench --quick --json results.json"])
     p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_bench)
+
+    p = _sub(sub, "dispatch", "show how well auto chooses algorithms on this machine",
+             "Print the shipped cost-model fits (one per torch thread count: when fitted, on "
+             "how many shapes, how often auto's choice is within 10% of the fastest, "
+             "in-sample and leave-one-out) and each algorithm's measured error against "
+             "float64. Re-fit with benchmarks/fit_cost_model.py.",
+             ["convforge dispatch"])
+    p.set_defaults(func=_cmd_dispatch)
 
     p = _sub(sub, "demo", "walk through the convolution chapter, then on a real photo",
              "Print the chapter's results (corr2d, edges, learning a kernel, padding/stride "

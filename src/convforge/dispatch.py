@@ -44,7 +44,8 @@ Numba scale differently with threads); a call uses the fit nearest to
 ``torch.get_num_threads()``. Measured error, max |y - y64| / max |y64| on random normal
 data of the fit grid, against float64 ``F.conv2d``, is written by the fit (``errors``); the
 quality of the choice (how often it is within 10% of the fastest, in-sample and
-leave-one-out) is in ``quality``. Both are printed by ``python -m convforge.dispatch``.
+leave-one-out) is in ``quality``. Both are printed by :func:`report` (the
+``convforge dispatch`` command).
 """
 
 from __future__ import annotations
@@ -471,7 +472,9 @@ def resolve(func, name, spec, dtype, device, *, grads=(False, False), measure=No
     return Passes.of(REGISTRY[name])
 
 
-def _report() -> str:
+def report() -> str:
+    """The shipped fits (date, thread count, shapes, how often the choice is within 10% of
+    the fastest) and each algorithm's measured error, as text."""
     lines = []
     for threads, model in sorted(cost_models().items()):
         lines.append(f"cost model: fitted {model.get('date', 'never')} on {threads} "
@@ -484,6 +487,3 @@ def _report() -> str:
         lines.append(f"error {name:10s} float32 {e['float32']:.1e}  float64 {e['float64']:.1e}")
     return "\n".join(lines)
 
-
-if __name__ == "__main__":  # pragma: no cover
-    print(_report())
