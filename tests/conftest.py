@@ -15,6 +15,16 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _compiled_kernels_ready():
+    """Every compiled kernel ready before the first test, so that "auto" chooses the same
+    algorithms in every test whatever ran before (the cold path: tests/test_compile.py)."""
+    import convforge
+
+    convforge.warmup()
+    yield
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -298,7 +298,8 @@ def test_demo_prints_both_chapters_and_writes_figures(capsys, tmp_path, monkeypa
     _one_line_error(rc, err)
 
 
-@pytest.mark.parametrize("command", ["filter", "fit", "shape", "bench", "dispatch", "demo"])
+@pytest.mark.parametrize("command", ["filter", "fit", "shape", "bench", "dispatch", "warmup",
+                                     "demo"])
 def test_help_has_examples(capsys, command):
     with pytest.raises(SystemExit) as exc:
         cli.main([command, "--help"])
@@ -325,3 +326,15 @@ def test_dispatch_reports_every_shipped_fit(capsys):
         assert f"on {threads} thread(s), {model['grid_shapes']} shapes" in out
     for name in dispatch.cost_model()["errors"]:
         assert f"error {name}" in out
+
+
+def test_warmup_command(capsys):
+    rc, out, err = run(capsys, "warmup", "--algorithm", "direct", "--dtype", "float64",
+                       "--no-progress")
+    assert rc == 0 and "ready: direct (" in out
+    from convforge import _compile
+
+    assert _compile.is_ready("direct", torch.float64)
+    rc, _, err = run(capsys, "warmup", "--algorithm", "fft")
+    _one_line_error(rc, err)
+    assert "--algorithm must be one of" in err and "'fft'" in err

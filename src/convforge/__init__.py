@@ -2,6 +2,7 @@
 
 from . import algorithms as _algorithms_pkg
 from . import backends, filters, kernels, nn
+from ._compile import warmup
 from .dispatch import choose_algorithm, choose_plan
 from .filters import filter2d
 from .fit import FitResult, fit_kernel
@@ -31,5 +32,5 @@ __all__ = [
     "algorithms", "book_output_size", "choose_algorithm", "conv1d", "conv2d", "conv2d_input",
     "conv2d_weight", "conv_bytes", "conv_flops", "conv_transpose2d", "convolve2d", "corr2d",
     "correlate2d", "make_spec", "make_transpose_spec", "output_shape", "output_size",
-    "receptive_field", "same_padding", "transpose_output_size",
+    "receptive_field", "same_padding", "transpose_output_size", "warmup",
 ]

@@ -1,5 +1,7 @@
 """Global switches, like ``torch.backends.cudnn``.
 
+``background_compile``: see below and :mod:`convforge._compile`.
+
 ``benchmark``: when True, every ``algorithm="auto"`` call that does not say otherwise (a
 layer's ``measure=None``, the functions' default) times the candidate algorithms of each
 pass once for its configuration and keeps the fastest (``convforge.dispatch``). Off by
@@ -14,6 +16,15 @@ Example:
 import os
 
 benchmark = False
+
+#: when True, "auto" plans only with algorithms whose compiled kernels are ready in this
+#: process and warms the others in a background thread (``convforge._compile``); when
+#: False, it considers every algorithm and compiles in the caller
+background_compile = True
+
+#: when True, the background compilation runs in a child Python process and this one
+#: loads the result from Numba's on-disk cache (``convforge._compile``)
+compile_in_subprocess = True
 
 _ENV = "CONVFORGE_ALGORITHM"
 try:                # os.environ's own table: one dictionary lookup instead of an encode

@@ -153,6 +153,27 @@ def _cmd_fit(args) -> int:
 # bench
 # --------------------------------------------------------------------------------------
 
+def _cmd_warmup(args) -> int:
+    import torch
+
+    from ._compile import COMPILED, warmup
+
+    dtypes = [getattr(torch, d) for d in args.dtype] if args.dtype else None
+    names = args.algorithm or list(COMPILED)
+    bad = [n for n in names if n not in COMPILED]
+    if bad:
+        raise CLIError(f"--algorithm must be one of {list(COMPILED)} (the compiled ones), "
+                       f"but got {bad[0]!r}")
+    done = warmup(names, **({} if dtypes is None else {"dtypes": dtypes}),
+                  progress=not args.no_progress)
+    for name, dtype, seconds in done:
+        print(f"{name:10s} {dtype:8s} {seconds:6.1f} s")
+    total = len(names) * len(dtypes or (torch.float32, torch.float64))
+    print(f"ready: {', '.join(names)} ({len(done)} of {total} kernel sets compiled or "
+          f"loaded now)")
+    return 0
+
+
 def _cmd_dispatch(args) -> int:
     from . import dispatch
 
@@ -288,6 +309,22 @@ def build_parser() -> argparse.ArgumentParser:
              "float64. Re-fit with benchmarks/fit_cost_model.py.",
              ["convforge dispatch"])
     p.set_defaults(func=_cmd_dispatch)
+
+    p = _sub(sub, "warmup", "compile the compiled algorithms' kernels now",
+             "Compile (or load from Numba's cache) the kernels of direct, depthwise, winograd "
+             "and im2col's col2im for every code path, so that no later call waits for them. "
+             "With an empty cache this takes about a minute per dtype; Numba keeps the result "
+             "on disk (next to the package, or in a per-user cache directory when that is "
+             "read-only, or in NUMBA_CACHE_DIR), so a later process only loads it. Without "
+             "it, \"auto\" uses the other algorithms until a background thread has compiled "
+             "these.",
+             ["convforge warmup", "convforge warmup --algorithm direct --dtype float32"])
+    p.add_argument("--algorithm", action="append", metavar="NAME",
+                   help="only this algorithm (repeatable)")
+    p.add_argument("--dtype", action="append", choices=["float32", "float64"],
+                   help="only this dtype (repeatable; default both)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=_cmd_warmup)
 
     p = _sub(sub, "demo", "walk through the convolution chapter, then on a real photo",
              "Print the chapter's results (corr2d, edges, learning a kernel, padding/stride "

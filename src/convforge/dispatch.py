@@ -59,7 +59,7 @@ from pathlib import Path
 
 import torch
 
-from . import backends
+from . import _compile, backends
 from .algorithms import REGISTRY, Passes
 from .spec import make_spec
 
@@ -391,7 +391,7 @@ def choose_plan(spec, dtype=torch.float32, device="cpu", *, grads=(False, False)
     grads = (bool(grads[0]), bool(grads[1]))
     threads = torch.get_num_threads()
     key = (spec, dtype, str(device), grads, bool(channels_last), forced, threads,
-           id(cost_model(threads)))
+           id(cost_model(threads)), _compile.generation, backends.background_compile)
     table = _MEASURED if measure else _PREDICTED
     if key in table:
         return table[key]
@@ -406,8 +406,9 @@ def choose_plan(spec, dtype=torch.float32, device="cpu", *, grads=(False, False)
         plan = _measured_plan(names, needed, spec, dtype, device, channels_last)
     elif channels_last and "torch" in names:
         plan = ("torch",) * 3
-    else:
-        plan = choose(names, needed,
+    else:                   # compiled algorithms once their kernels are ready (_compile)
+        ready = _compile.available(names, dtype) if torch.device(device).type == "cpu" else names
+        plan = choose(ready, needed,
                       lambda n, p: predicted_seconds(n, spec, dtype, device, p, threads))
     if len(table) > 4096:
         table.clear()

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.nn import init
 
-from . import backends, functional
+from . import _compile, backends, functional
 from .algorithms import REGISTRY
 from .plan import ConvPlan
 from .spec import _is_int, _pair, make_spec, make_transpose_spec
@@ -202,7 +202,8 @@ class Conv2d(_ConvBase):
         key = (input.shape, input.dtype, input.device, input.is_contiguous(), weight.shape,
                weight.dtype, bias is None, grad and input.requires_grad,
                grad and weight.requires_grad, backends.benchmark,
-               backends.forced_token(), torch.get_num_threads())
+               backends.forced_token(), torch.get_num_threads(),
+               _compile.generation, backends.background_compile)
         plan = self._plans.get(key)
         if plan is None:
             plan = ConvPlan(type(self).__name__, input, weight, bias, self.stride,

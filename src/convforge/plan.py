@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import backends
+from . import _compile, backends
 from .autograd import conv_forward, forward_values
 from .dispatch import _needed, resolve
 from .spec import _LOW_PRECISION, check_dtypes, make_spec, pad_input
@@ -129,7 +129,8 @@ def conv_plan(func, x, w, b, stride, padding, dilation, groups, padding_mode, al
         key = (func, x.shape, x.dtype, x.device, is_channels_last(x), w.shape, w.dtype,
                w.device, _descr(b), stride, padding, dilation, groups, padding_mode,
                algorithm, grads, measure, backends.benchmark,
-               backends.forced_token(), torch.get_num_threads())
+               backends.forced_token(), torch.get_num_threads(),
+               _compile.generation, backends.background_compile)
         plan = _PLANS.get(key)
     except TypeError:               # an unhashable argument (a list): no caching
         key = plan = None

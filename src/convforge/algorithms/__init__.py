@@ -19,6 +19,9 @@ one line in ``_MODULES``; it then joins every parity test and benchmark by itsel
 A module that sets ``FUSED_BIAS = True`` takes ``forward(x, w, spec, bias)`` and adds the
 bias ``(C_out,)`` itself (inside its GEMM or loop); the others' outputs get it added in place.
 
+A module that sets ``COMPILED = True`` runs kernels compiled on first use (Numba); "auto"
+plans with it only once they are ready (:mod:`convforge._compile`).
+
 A module may also offer ``native(x, w, b, spec)``: the whole convolution (bias included) as
 one differentiable torch expression. torch's kernels do (``F.conv2d``); a call whose every
 pass is planned on such an algorithm runs it directly, with torch's own autograd.
@@ -60,6 +63,7 @@ class Algorithm:
     fused_zero_padding: bool = False
     native: Callable | None = None
     fused_bias: bool = False
+    compiled: bool = False
 
 
 @dataclass(frozen=True)
@@ -96,7 +100,8 @@ def _load(name: str, module: str, auto: bool) -> Algorithm:
     mod = importlib.import_module(f"{__name__}.{module}")
     return Algorithm(name, auto, mod.supports, mod.forward, mod.grad_input, mod.grad_weight,
                      mod.cost, getattr(mod, "FUSED_ZERO_PADDING", False),
-                     getattr(mod, "native", None), getattr(mod, "FUSED_BIAS", False))
+                     getattr(mod, "native", None), getattr(mod, "FUSED_BIAS", False),
+                     getattr(mod, "COMPILED", False))
 
 
 REGISTRY: dict[str, Algorithm] = {

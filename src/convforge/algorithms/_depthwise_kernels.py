@@ -17,6 +17,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._direct_kernels import _FM_DOT, _FM_FWD
+from ._threads import parallel_kernel
 
 _U = np.uintp
 #: elements of one flat run processed through every tap before the next (stays in L1)
@@ -138,7 +139,7 @@ def _max(offs):
     return m
 
 
-@njit(parallel=True, cache=True, fastmath=_FM_FWD)
+@parallel_kernel(fastmath=_FM_FWD)
 def forward_kernel(x, w, bias, out, shape, top, left, uh, uw, sh, sw, hp, wp, hq, wq, offs,
                    div, mul, reps, stack, chunk):
     """out[n, o] = bias[o] + sum_{k < reps} correlate(phase image of x[n, (o // div) mul + k],
@@ -186,7 +187,7 @@ def forward_kernel(x, w, bias, out, shape, top, left, uh, uw, sh, sw, hp, wp, hq
                         out[_U(d + xx)] = acc[_U(a + xx)] + b
 
 
-@njit(parallel=True, cache=True, fastmath=_FM_DOT)
+@parallel_kernel(fastmath=_FM_DOT)
 def grad_weight_kernel(x, g, partial, shape, top, left, sh, sw, hp, wp, hq, wq, offs, kw, dh,
                        dw, div, stack, nchunk):
     """partial[o, chunk, t] = sum over the chunk's samples of the dot product of g[n, o]

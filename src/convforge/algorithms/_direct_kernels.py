@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from ._threads import parallel_kernel
+
 _FM_FWD = {"contract"}                  # forward sums: fused multiply-add only
 _FM_DOT = {"reassoc", "contract"}       # dot products: reassociation to vectorise
 
@@ -174,7 +176,7 @@ def _tap_offsets(kh, kw, dh, dw, wp):
     return offs
 
 
-@njit(parallel=True, cache=True, fastmath=_FM_FWD)
+@parallel_kernel(fastmath=_FM_FWD)
 def _forward_kernel(x, w, out, sh, sw, dh, dw, groups, rows):
     """out = valid correlation of x (already padded); tasks are (n, o, block of `rows`
     output rows), every output row its own run, written in place (long rows)."""
@@ -240,7 +242,7 @@ def _fill_block(buf, a, r0, nr, step, h, wd, wp, top, left):
             dst[lo + cols:] = 0
 
 
-@njit(parallel=True, cache=True, fastmath=_FM_FWD)
+@parallel_kernel(fastmath=_FM_FWD)
 def _forward_padded_kernel(x, w, out, top, left, sh, sw, dh, dw, groups, rows):
     """out = correlation of x zero-padded by `top` rows and `left` columns (bottom/right
     follow from out's size), without a padded copy of x.
@@ -347,7 +349,7 @@ def _dots(acc, g, a, base, offs, length, step):
         t += 1
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel()
 def _spread_kernel(g, out, oy, ox, sh, sw):
     """out = zeros with g[y, x] placed at (oy + y sH, ox + x sW); places outside are dropped.
 
@@ -369,7 +371,7 @@ def _spread_kernel(g, out, oy, ox, sh, sw):
                     row[c] = g[p, y, x]
 
 
-@njit(parallel=True, cache=True, fastmath=_FM_DOT)
+@parallel_kernel(fastmath=_FM_DOT)
 def _grad_weight_kernel(x, g, partial, kh, kw, sh, sw, dh, dw, groups, rows):
     """partial[o * Cg + c', chunk, t]: a chunk's share of grad_weight, x already padded;
     tasks are ((o, c') pair, chunk of (sample, row block) units), one dot per row (long

@@ -35,6 +35,7 @@ from ._direct_kernels import (
     _fill_block,
     _tap_offsets,
 )
+from ._threads import parallel_kernel
 
 
 @njit(cache=True, fastmath=_FM_DOT)
@@ -112,7 +113,7 @@ def _channel_offsets(cg, kh, kw, dh, dw, block, wp):
     return offs
 
 
-@njit(parallel=True, cache=True, fastmath=_FM_FWD)
+@parallel_kernel(fastmath=_FM_FWD)
 def _forward_flat_kernel(x, w, out, top, left, dh, dw, groups, rows, ochunk):
     """out = stride-1 correlation of x zero-padded by `top` rows and `left` columns.
 
@@ -166,7 +167,7 @@ def _forward_flat_kernel(x, w, out, top, left, dh, dw, groups, rows, ochunk):
 
 
 
-@njit(parallel=True, cache=True, fastmath=_FM_FWD)
+@parallel_kernel(fastmath=_FM_FWD)
 def _forward_flat_rows2_kernel(x, w, out, top, left, dw, groups, rows):
     """``_forward_flat_kernel`` for one output channel per task and dH = 1: output rows in
     pairs (2r, 2r + 1), every input load feeding both (``_correlate_run2``).
@@ -229,7 +230,7 @@ def _forward_flat_rows2_kernel(x, w, out, top, left, dw, groups, rows):
             of[p, (y0 + r) * ow:(y0 + r + 1) * ow] = acc[src:src + ow]
 
 
-@njit(parallel=True, cache=True, fastmath=_FM_DOT)
+@parallel_kernel(fastmath=_FM_DOT)
 def _grad_weight_flat_kernel(x, g, partial, top, left, kh, kw, dh, dw, groups, rows):
     """partial[o * Cg + c', chunk, t] = that chunk's share of grad_weight[o, c', t].
 
@@ -304,7 +305,7 @@ def _border_columns(row, xf, first, wrow, y, i_lo, i_hi, top, left, kh, kw, dh, 
         row[xx] = s
 
 
-@njit(parallel=True, cache=True, fastmath=_FM_FWD)
+@parallel_kernel(fastmath=_FM_FWD)
 def _forward_border_kernel(x, w, out, top, left, dh, dw, groups, rows, pairs):
     """Stride-1 correlation of x zero-padded by `top` rows and `left` columns, reading x
     in place (long rows, small kernels).

@@ -9,12 +9,19 @@ threads sleep as soon as a loop ends, and the variable is removed again, so torc
 (loaded with ``import torch``, before) and every child process (DataLoader workers,
 ``torch.distributed`` ranks, subprocesses) keep their own settings. A user's own
 ``OMP_WAIT_POLICY`` is left as it is and applies to both.
+
+GNU OpenMP is not fork-safe, and Numba terminates a forked child (a DataLoader worker)
+at its first parallel loop when the parent's pool is running. Kernels are therefore
+declared with :func:`parallel_kernel`: in such a child each runs as its serial twin (the
+same loop compiled without ``parallel``, cached on disk under its own name).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
+import types
 
 import numba
 import torch
@@ -23,7 +30,7 @@ import torch
 # launch costs ~20 us on an idle machine and milliseconds when the other core is busy)
 _PARALLEL_MIN_MACS = 1 << 18
 _LOCK = threading.Lock()
-_STARTED = []
+_STARTED = []           # [the pid of the process that launched Numba's pool]
 
 
 def _start_pool() -> None:
@@ -41,7 +48,7 @@ def _start_pool() -> None:
         finally:
             if user is None:
                 del os.environ["OMP_WAIT_POLICY"]
-        _STARTED.append(True)
+        _STARTED.append(os.getpid())
 
 
 def numba_threads(macs: int) -> int:
@@ -54,3 +61,45 @@ def numba_threads(macs: int) -> int:
         n = 1
     numba.set_num_threads(n)
     return n
+
+
+def pool_is_foreign() -> bool:
+    """Whether Numba's pool was launched by another process (this one is a fork of it)."""
+    return bool(_STARTED) and _STARTED[0] != os.getpid()
+
+
+class ForkSafeKernel:
+    """A ``parallel=True`` Numba kernel that runs as its serial twin in a process forked
+    from one whose Numba pool is running (see the module docstring).
+
+    ``.parallel`` is the parallel dispatcher, ``.serial`` the twin (compiled on first use
+    in such a child, cached under ``<name>_serial``).
+    """
+
+    def __init__(self, fn, options):
+        functools.update_wrapper(self, fn)
+        self.py_func, self._options, self._serial = fn, options, None
+        self.parallel = numba.njit(parallel=True, cache=True, **options)(fn)
+
+    def __call__(self, *args):
+        if not _STARTED:
+            _start_pool()
+        if _STARTED[0] == os.getpid():
+            return self.parallel(*args)
+        return self.serial(*args)
+
+    @property
+    def serial(self):
+        if self._serial is None:
+            fn = self.py_func
+            twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial",
+                                      fn.__defaults__, fn.__closure__)
+            twin.__qualname__ = fn.__qualname__ + "_serial"    # its own cache files
+            self._serial = numba.njit(parallel=False, cache=True, **self._options)(twin)
+        return self._serial
+
+
+def parallel_kernel(**options):
+    """``numba.njit(parallel=True, cache=True, **options)``, fork-safe
+    (:class:`ForkSafeKernel`)."""
+    return lambda fn: ForkSafeKernel(fn, options)

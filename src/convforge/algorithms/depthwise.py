@@ -31,8 +31,11 @@ Backward passes (derivation in ``autograd.py``):
   ``0 * inf`` never enters a sum torch does not form.
 
 Float32 and float64 on the CPU, any kernel size, stride, dilation and zero padding (fused:
-the input arrives unpadded); ``C_out = m * C_in`` with one input channel per group.
-Loops are compiled on first use and cached on disk.
+the input arrives unpadded); ``C_out = m * C_in`` with one input channel per group. The
+first call in a process compiles the loops (10-30 s with an empty Numba cache) or loads
+them from Numba's on-disk cache (about 0.1-0.5 s); an explicit ``algorithm=`` waits for
+that, silently; "auto" never does (it uses other algorithms until a background compilation
+is done, ``convforge._compile``), and ``convforge.warmup()`` does it ahead of time.
 
 Example:
     >>> import convforge
@@ -53,6 +56,7 @@ from ._common import no_cuda_reason
 from ._threads import numba_threads as _threads
 from .direct import _array, _empty
 
+COMPILED = True            # Numba kernels, compiled on first use (convforge._compile)
 FUSED_ZERO_PADDING = True
 FUSED_BIAS = True          # added as the outputs are copied out of the run
 _DTYPES = (torch.float32, torch.float64)

@@ -48,12 +48,16 @@ Backward passes (derivation in ``autograd.py``):
   must not meet it). Long rows or strides: tasks are (o, c) pairs and chunks of rows, on
   the zero-padded input (padded in one NumPy pass).
 
-Float32 and float64 on the CPU. Loops are compiled on first use (a few seconds) and cached
-on disk (``cache=True``). Numba uses ``min(torch.get_num_threads(), numba cores)`` threads
-(``_threads.py``: a passive pool that leaves torch's threads and child processes alone).
-The dot products of ``grad_weight`` are compiled with ``fastmath={"reassoc", "contract"}``
-(reassociation lets LLVM vectorise the sums; NaN and Inf still propagate as IEEE says);
-the forward loop only allows ``contract`` (fused multiply-add).
+Float32 and float64 on the CPU. The first call in a process compiles the loops (10-30 s
+with an empty Numba cache) or loads them from Numba's on-disk cache (about 0.1-0.5 s); an
+explicit ``algorithm=`` waits for that, silently; "auto" never does (it uses other
+algorithms until a background compilation is done, ``convforge._compile``), and
+``convforge.warmup()`` does it ahead of time. Numba uses ``min(torch.get_num_threads(),
+numba cores)`` threads (``_threads.py``: a passive pool that leaves torch's threads and
+child processes alone). The dot products of ``grad_weight`` are compiled with
+``fastmath={"reassoc", "contract"}`` (reassociation lets LLVM vectorise the sums; NaN and
+Inf still propagate as IEEE says); the forward loop only allows ``contract`` (fused
+multiply-add).
 
 Example:
     >>> import convforge
@@ -74,6 +78,7 @@ from . import _direct_small as _s
 from ._common import no_cuda_reason
 from ._threads import numba_threads as _threads
 
+COMPILED = True            # Numba kernels, compiled on first use (convforge._compile)
 FUSED_ZERO_PADDING = True   # handed the unpadded input and spec.padding for zeros
 
 # ---- cost model constants (seconds), for dispatch; benchmarks recalibrate them. Measured

@@ -64,6 +64,7 @@ def _channels_last_columns(x, spec):
     return spec.c_in <= 4 and spec.stride != (1, 1) and spec.kh * spec.kw >= 9
 
 
+COMPILED = True            # col2im (grad_input) is a Numba kernel, compiled on first use
 FUSED_BIAS = True
 
 
