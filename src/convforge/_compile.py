@@ -235,11 +235,20 @@ def _compile_elsewhere(todo) -> bool:
 
 
 def _child(arg) -> None:
-    """The child of :func:`_compile_elsewhere`: warm ``name:dtype,...`` and exit."""
+    """The child of :func:`_compile_elsewhere`: warm ``name:dtype,...`` and exit (at once
+    if the parent exits first: no compiler left running behind a finished program)."""
     try:
         os.nice(10)
     except (AttributeError, OSError):
         pass
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            threading.Event().wait(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
     torch.set_num_threads(1)
     for item in arg.split(","):
         name, dtype = item.split(":")
