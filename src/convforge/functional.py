@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from .autograd import conv_grad_input, conv_grad_weight
 from .dispatch import resolve
-from .plan import compute_dtype, conv_plan, grad_flags
+from .plan import autocast_cast, autocast_dtype, compute_dtype, conv_plan, grad_flags
 from .spec import (
     ConvShapeError,
     as_tensor,
@@ -96,7 +96,15 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
 
 
 def _conv(func, x, w, b, stride, padding, dilation, groups, padding_mode, algorithm, measure):
-    """The one forward path, through the call's cached plan (tensors in and out)."""
+    """The one forward path, through the call's cached plan (tensors in and out). Under
+    ``torch.autocast`` the inputs are cast as torch casts a convolution's, and the
+    algorithms run with autocast off (their own GEMMs stay in the compute dtype)."""
+    low = autocast_dtype(x)
+    if low is not None:
+        x, w, b = autocast_cast(low, x, w, b)
+        with torch.autocast(x.device.type, enabled=False):
+            return _conv(func, x, w, b, stride, padding, dilation, groups, padding_mode,
+                         algorithm, measure)
     plan = conv_plan(func, x, w, b, stride, padding, dilation, groups, padding_mode,
                      algorithm, measure)
     return plan.run(x, w, b)
@@ -187,6 +195,12 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
         >>> conv_transpose2d(torch.ones(1, 1, 2, 2), torch.ones(1, 1, 2, 2), stride=2).shape
         torch.Size([1, 1, 4, 4])
     """
+    low = autocast_dtype(input)
+    if low is not None and isinstance(weight, torch.Tensor):
+        input, weight, bias = autocast_cast(low, input, weight, bias)
+        with torch.autocast(input.device.type, enabled=False):
+            return conv_transpose2d(input, weight, bias, stride, padding, output_padding,
+                                    groups, dilation, algorithm=algorithm)
     x, w, b, from_numpy = _prepare("conv_transpose2d", input, weight, bias)
     ts = make_transpose_spec("conv_transpose2d", x.shape, w.shape, bias=b, stride=stride,
                              padding=padding, output_padding=output_padding, groups=groups,

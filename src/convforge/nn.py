@@ -31,7 +31,7 @@ from torch.nn import init
 
 from . import _compile, backends, functional
 from .algorithms import REGISTRY
-from .plan import ConvPlan
+from .plan import ConvPlan, autocast_cast, autocast_dtype
 from .spec import _is_int, _pair, make_spec, make_transpose_spec
 
 __all__ = ["Conv1d", "Conv2d", "ConvTranspose2d", "Corr2d", "convert", "revert"]
@@ -198,6 +198,11 @@ class Conv2d(_ConvBase):
             return functional.conv2d(input, weight, bias, self.stride, self.padding,
                                      self.dilation, self.groups,
                                      padding_mode=self.padding_mode, algorithm=self.algorithm)
+        low = autocast_dtype(input)
+        if low is not None:               # as torch's layer: computed in the autocast dtype
+            input, weight, bias = autocast_cast(low, input, weight, bias)
+            with torch.autocast(input.device.type, enabled=False):
+                return self._conv_forward(input, weight, bias)
         grad = torch.is_grad_enabled()
         key = (input.shape, input.dtype, input.device, input.is_contiguous(), weight.shape,
                weight.dtype, bias is None, grad and input.requires_grad,

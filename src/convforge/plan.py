@@ -38,6 +38,37 @@ def grad_flags(x, w) -> tuple[bool, bool]:
     return (x.requires_grad, w.requires_grad)
 
 
+if hasattr(torch, "get_autocast_dtype"):                     # torch >= 2.4
+    _autocast_on, _autocast_dtype = torch.is_autocast_enabled, torch.get_autocast_dtype
+else:
+    def _autocast_on(device_type):
+        return (torch.is_autocast_cpu_enabled() if device_type == "cpu"
+                else torch.is_autocast_enabled())
+
+    def _autocast_dtype(device_type):
+        return (torch.get_autocast_cpu_dtype() if device_type == "cpu"
+                else torch.get_autocast_gpu_dtype())
+
+
+_any_autocast = getattr(torch._C, "_is_any_autocast_enabled", lambda: True)   # the quick test
+
+
+def autocast_dtype(x):
+    """The dtype autocast runs a convolution of ``x`` in (torch puts convolutions in its
+    lower-precision list), or None when autocast is off for ``x``'s device."""
+    if not isinstance(x, torch.Tensor) or not _any_autocast():
+        return None
+    device_type = x.device.type
+    return _autocast_dtype(device_type) if _autocast_on(device_type) else None
+
+
+def autocast_cast(dtype, *tensors):
+    """As autocast casts an op's inputs: floating tensors other than float64 to ``dtype``
+    (differentiably: the float32 parameters get float32 gradients)."""
+    return tuple(t.to(dtype) if t is not None and t.is_floating_point()
+                 and t.dtype != torch.float64 else t for t in tensors)
+
+
 def is_channels_last(x) -> bool:
     return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(
         memory_format=torch.channels_last)
