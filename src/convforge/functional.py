@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import ops
 from .autograd import conv_grad_input, conv_grad_weight
 from .dispatch import resolve
 from .plan import autocast_cast, autocast_dtype, compute_dtype, conv_plan, grad_flags
@@ -98,7 +99,12 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
 def _conv(func, x, w, b, stride, padding, dilation, groups, padding_mode, algorithm, measure):
     """The one forward path, through the call's cached plan (tensors in and out). Under
     ``torch.autocast`` the inputs are cast as torch casts a convolution's, and the
-    algorithms run with autocast off (their own GEMMs stay in the compute dtype)."""
+    algorithms run with autocast off (their own GEMMs stay in the compute dtype). Traced
+    and transformed calls (torch.compile, torch.export, torch.func) go through the custom
+    operator instead (:mod:`convforge.ops`)."""
+    if ops.tracing(x, w, b):
+        return ops.traced_conv2d(x, w, b, stride, padding, dilation, groups, padding_mode,
+                                 algorithm)
     low = autocast_dtype(x)
     if low is not None:
         x, w, b = autocast_cast(low, x, w, b)

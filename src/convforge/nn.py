@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.nn import init
 
-from . import _compile, backends, functional
+from . import _compile, backends, functional, ops
 from .algorithms import REGISTRY
 from .plan import ConvPlan, autocast_cast, autocast_dtype
 from .spec import _is_int, _pair, make_spec, make_transpose_spec
@@ -198,6 +198,10 @@ class Conv2d(_ConvBase):
             return functional.conv2d(input, weight, bias, self.stride, self.padding,
                                      self.dilation, self.groups,
                                      padding_mode=self.padding_mode, algorithm=self.algorithm)
+        if ops.tracing(input, weight, bias):     # torch.compile / export / func: the operator
+            return ops.traced_conv2d(input, weight, bias, self.stride, self.padding,
+                                     self.dilation, self.groups, self.padding_mode,
+                                     self.algorithm)
         low = autocast_dtype(input)
         if low is not None:               # as torch's layer: computed in the autocast dtype
             input, weight, bias = autocast_cast(low, input, weight, bias)
