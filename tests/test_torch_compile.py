@@ -61,3 +61,17 @@ def test_compile_raises_convforge_errors():
         assert "channels" in str(exc)
     else:
         raise AssertionError("a wrong channel count must be an error")
+
+
+def test_compiled_transposed_convolution():
+    torch.manual_seed(0)
+    theirs = torch.nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1,
+                                      groups=2).double()
+    ours = cnn.convert(copy.deepcopy(theirs))
+    compiled = torch.compile(ours, fullgraph=True, backend="aot_eager")
+    x = torch.randn(2, 4, 5, 6, dtype=torch.float64, requires_grad=True)
+    y, ref = compiled(x), theirs(x)
+    torch.testing.assert_close(y, ref)
+    g = torch.randn_like(ref)
+    torch.testing.assert_close(torch.autograd.grad(y, x, g)[0],
+                               torch.autograd.grad(ref, x, g)[0])

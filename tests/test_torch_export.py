@@ -33,3 +33,14 @@ def test_export_round_trip_through_save_and_load(tmp_path):
     torch.export.save(program, path)
     loaded = torch.export.load(path)
     torch.testing.assert_close(loaded.module()(x), layer(x))
+
+
+def test_export_transposed_convolution():
+    torch.manual_seed(0)
+    theirs = torch.nn.ConvTranspose2d(3, 2, 4, stride=2, padding=1)
+    ours = cnn.convert(copy.deepcopy(theirs))
+    x = torch.randn(1, 3, 7, 7)
+    program = torch.export.export(ours, (x,))
+    targets = [str(n.target) for n in program.graph.nodes if n.op == "call_function"]
+    assert any("convforge.conv2d_grad_input" in t for t in targets), targets
+    torch.testing.assert_close(program.module()(x), theirs(x), rtol=1e-5, atol=1e-5)

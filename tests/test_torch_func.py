@@ -74,3 +74,13 @@ def test_conv1d_under_vmap():
     xs, w = _w(3, 2, 4, 20), _w(5, 4, 3)
     torch.testing.assert_close(vmap(lambda x: convforge.conv1d(x, w, padding=2))(xs),
                                vmap(lambda x: F.conv1d(x, w, padding=2))(xs))
+
+
+def test_transposed_convolution_under_vmap_and_grad():
+    x, w = _w(4, 2, 3, 5, 5), _w(3, 2, 3, 3)
+    kw = dict(stride=2, padding=1, output_padding=1)
+    torch.testing.assert_close(vmap(lambda t: convforge.conv_transpose2d(t, w, **kw))(x),
+                               vmap(lambda t: F.conv_transpose2d(t, w, **kw))(x))
+    f = lambda w_: convforge.conv_transpose2d(x[0], w_, **kw).cos().sum()   # noqa: E731
+    r = lambda w_: F.conv_transpose2d(x[0], w_, **kw).cos().sum()           # noqa: E731
+    torch.testing.assert_close(grad(f)(w), grad(r)(w))

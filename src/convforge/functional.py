@@ -201,6 +201,10 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
         >>> conv_transpose2d(torch.ones(1, 1, 2, 2), torch.ones(1, 1, 2, 2), stride=2).shape
         torch.Size([1, 1, 4, 4])
     """
+    if (isinstance(input, torch.Tensor) and isinstance(weight, torch.Tensor)
+            and ops.tracing(input, weight, bias)):
+        return ops.traced_conv_transpose2d(input, weight, bias, stride, padding,
+                                           output_padding, groups, dilation, algorithm)
     low = autocast_dtype(input)
     if low is not None and isinstance(weight, torch.Tensor):
         input, weight, bias = autocast_cast(low, input, weight, bias)

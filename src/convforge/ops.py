@@ -280,3 +280,24 @@ def traced_conv2d(x, w, b, stride, padding, dilation, groups, padding_mode, algo
         x, pads = (xb if spec.batched else xb.squeeze(0)), [0, 0, 0, 0]
     return _Forward.apply(x, w, b, list(spec.stride), pads, list(spec.dilation), spec.groups,
                           algorithm)
+
+
+def traced_conv_transpose2d(x, w, b, stride, padding, output_padding, groups, dilation,
+                            algorithm):
+    """A ``conv_transpose2d`` call for traced and transformed code: the input-gradient
+    operator (Gi) on the full output, then output padding, crop and bias as torch ops."""
+    from .spec import make_transpose_spec
+
+    ts = make_transpose_spec("conv_transpose2d", tuple(x.shape), tuple(w.shape), bias=b,
+                             stride=stride, padding=padding, output_padding=output_padding,
+                             groups=groups, dilation=dilation)
+    full_shape = list(ts.conv.padded_shape if ts.batched else ts.conv.padded_shape[1:])
+    full = _GradInput.apply(x, w, full_shape, list(ts.conv.stride), [0, 0, 0, 0],
+                            list(ts.conv.dilation), ts.conv.groups, algorithm)
+    (ph, pw), (oph, opw) = ts.padding, ts.output_padding
+    if oph or opw:
+        full = torch.nn.functional.pad(full, (0, opw, 0, oph))
+    out = full[..., ph:ph + ts.out_h, pw:pw + ts.out_w]
+    if b is not None:
+        out = out + b.view(-1, 1, 1)
+    return out
