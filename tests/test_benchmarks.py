@@ -79,3 +79,10 @@ def test_networks_check_and_overhead_on_lenet():
     calls = net.overhead(rounds=40)
     assert set(calls) == {"no_grad", "grad"} and all(v > 0 for t in calls.values()
                                                        for v in t.values())
+
+
+def test_first_call_child_reports_its_timings(tmp_path):
+    first_call = _load("first_call")
+    r = first_call.run("layer 32x16x32^2 3x3", "torch", str(tmp_path))
+    assert set(r) == {"import", "first", "second"}
+    assert all(v > 0 for v in r.values())
