@@ -151,17 +151,22 @@ def _(x, g, w_shape, stride, padding, dilation, groups, algorithm):
 # operators' own), so torch.func's grad, vjp and jacrev compose with them; torch.compile
 # traces them into the graph.
 
-class _Forward(torch.autograd.Function):
-    generate_vmap_rule = True
+class _Pass(torch.autograd.Function):
+    """A pass's two tensor arguments are saved; the rest are its (stride, padding,
+    dilation, groups, algorithm), which every derivative reuses."""
 
-    @staticmethod
-    def forward(x, w, b, stride, padding, dilation, groups, algorithm):
-        return conv2d(x, w, b, stride, padding, dilation, groups, algorithm)
+    generate_vmap_rule = True
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         ctx.save_for_backward(inputs[0], inputs[1])
         ctx.args = inputs[3:]
+
+
+class _Forward(_Pass):
+    @staticmethod
+    def forward(x, w, b, stride, padding, dilation, groups, algorithm):
+        return conv2d(x, w, b, stride, padding, dilation, groups, algorithm)
 
     @staticmethod
     def backward(ctx, dy):
@@ -176,17 +181,10 @@ class _Forward(torch.autograd.Function):
         return dx, dw, db, None, None, None, None, None
 
 
-class _GradInput(torch.autograd.Function):
-    generate_vmap_rule = True
-
+class _GradInput(_Pass):
     @staticmethod
     def forward(g, w, x_shape, stride, padding, dilation, groups, algorithm):
         return conv2d_grad_input(g, w, x_shape, stride, padding, dilation, groups, algorithm)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(inputs[0], inputs[1])
-        ctx.args = inputs[3:]
 
     @staticmethod
     def backward(ctx, d_x):
@@ -199,17 +197,10 @@ class _GradInput(torch.autograd.Function):
         return dg, dw, None, None, None, None, None, None
 
 
-class _GradWeight(torch.autograd.Function):
-    generate_vmap_rule = True
-
+class _GradWeight(_Pass):
     @staticmethod
     def forward(x, g, w_shape, stride, padding, dilation, groups, algorithm):
         return conv2d_grad_weight(x, g, w_shape, stride, padding, dilation, groups, algorithm)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(inputs[0], inputs[1])
-        ctx.args = inputs[3:]
 
     @staticmethod
     def backward(ctx, d_w):

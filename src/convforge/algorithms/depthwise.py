@@ -32,10 +32,8 @@ Backward passes (derivation in ``autograd.py``):
 
 Float32 and float64 on the CPU, any kernel size, stride, dilation and zero padding (fused:
 the input arrives unpadded); ``C_out = m * C_in`` with one input channel per group. The
-first call in a process compiles the loops (10-30 s with an empty Numba cache) or loads
-them from Numba's on-disk cache (about 0.1-0.5 s); an explicit ``algorithm=`` waits for
-that, silently; "auto" never does (it uses other algorithms until a background compilation
-is done, ``convforge._compile``), and ``convforge.warmup()`` does it ahead of time.
+first call in a process compiles or loads the loops, as ``direct``'s do (see its docstring
+and ``convforge._compile``); "auto" never waits for it.
 
 Example:
     >>> import convforge

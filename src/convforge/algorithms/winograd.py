@@ -17,10 +17,8 @@ the tables below are its output for the points of the paper (F(2,3): 0, 1, -1, i
 F(4,3): 0, 1, -1, 2, -2, inf) and agree with the paper's tables (section 4.1 and 4.2) up
 to the sign of rows that the paper negates in both B^T and G; tests check both.
 
-The first call in a process compiles the loops (10-30 s with an empty Numba cache) or loads
-them from Numba's on-disk cache (about 0.1-0.5 s); an explicit ``algorithm=`` waits for
-that, silently; "auto" never does (it uses other algorithms until a background compilation
-is done, ``convforge._compile``), and ``convforge.warmup()`` does it ahead of time.
+The first call in a process compiles or loads the loops, as ``direct``'s do (see its
+docstring and ``convforge._compile``); "auto" never waits for it.
 
 Shape of the computation (``T = N * tH * tW`` tiles, ``P = alpha^2`` positions).
 Real float32/float64 CPU tensors take the compiled path (``_winograd_kernels``), channels
