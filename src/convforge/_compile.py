@@ -36,6 +36,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import torch
 
@@ -87,6 +88,8 @@ _ELSEWHERE: set = set()
 
 class _Stopped(Exception):
     """The interpreter is exiting: the background thread stops between two calls."""
+
+
 #: changes each time more kernels become ready (part of the plan caches' keys)
 generation = 0
 
@@ -122,10 +125,11 @@ def _warm_one(name, dtype) -> None:
                 raise _Stopped
             xi = x.contiguous(memory_format=layout).requires_grad_()
             wi = w.clone().requires_grad_()
-            with torch.enable_grad():
-                conv2d(xi, wi, bias, algorithm=name, **kw).sum().backward()
-            with torch.no_grad():
-                conv2d(xi, wi, bias, algorithm=name, **kw)
+            with torch.autocast("cpu", enabled=False):      # the dtype asked for
+                with torch.enable_grad():
+                    conv2d(xi, wi, bias, algorithm=name, **kw).sum().backward()
+                with torch.no_grad():
+                    conv2d(xi, wi, bias, algorithm=name, **kw)
 
 
 def _mark_ready(name, dtype) -> None:
@@ -168,8 +172,6 @@ def warmup(algorithms=None, dtypes=DTYPES, *, progress=False) -> list:
 
         bar = tqdm(total=len(todo), desc="compiling", unit="kernel set")
     done = []
-    import time
-
     try:
         for name, dtype in todo:
             if bar is not None:
