@@ -231,3 +231,18 @@ def test_dataloader_workers_after_the_parent_used_convforge(context, monkeypatch
         assert_close(a, ea)
         assert_close(b, eb)
     _compile.wait(timeout=300)
+
+
+def test_only_the_kernels_auto_would_choose_are_compiled(cold):
+    """What the background thread gets is what the plan with every algorithm would use,
+    and nothing when that plan needs no compiled kernel."""
+    specs = [make_spec("conv2d", (1, 1, 512, 512), (1, 1, 5, 5), padding=2),
+             make_spec("conv2d", (8, 16, 16, 16), (16, 16, 3, 3), padding=1),
+             make_spec("conv2d", (1, 32, 32, 32), (32, 1, 3, 3), padding=1, groups=32)]
+    for spec in specs:
+        with backends_off():
+            full = dispatch.choose_plan(spec, grads=(True, True))
+        cold.clear()
+        dispatch.choose_plan(spec, grads=(True, True))
+        wanted = set(full) & set(_compile.COMPILED)
+        assert {n for names, _ in cold for n in names} == wanted, (spec, full, cold)

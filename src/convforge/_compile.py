@@ -11,9 +11,10 @@ waits for that:
 * an algorithm is *ready* for a dtype once this process has run its kernels for that
   dtype through :func:`warmup`'s configurations (every code path of every pass);
 * "auto" plans only with ready algorithms (torch's kernels and ``fft``, ``shift`` need no
-  compilation); the first auto call that would have liked a compiled algorithm starts a
-  background thread that warms it, and once that is done the plans are made again
-  (:data:`generation` is part of every plan cache key), so later calls use it;
+  compilation); the first auto call whose plan with every algorithm would use a compiled
+  one that is not ready starts a background thread that warms that one, and once that is
+  done the plans are made again (:data:`generation` is part of every plan cache key), so
+  later calls use it;
 * in a process forked from one whose Numba pool runs (a DataLoader worker), ``direct``
   and ``depthwise`` run serial twins of their loops (GNU OpenMP cannot be used after a
   fork); "auto" does not choose them there, an explicit ``algorithm=`` compiles the twins;
@@ -271,16 +272,19 @@ def request(names, dtype) -> None:
             thread.start()
 
 
-def available(names, dtype) -> list:
-    """The names "auto" may plan with now: the ready ones (the others are queued for the
-    background thread), or all of them when background compilation is off."""
+def available(names, dtype, wanted=()) -> list:
+    """The names "auto" may plan with now: the ready ones, or all of them when background
+    compilation is off. Those of ``wanted`` (the plan "auto" would make with every
+    algorithm) that are not ready are queued for the background thread: kernels nobody
+    would choose are not compiled."""
     if pool_is_foreign():
         names = [n for n in names if n not in PARALLEL]
     if not backends.background_compile or dtype not in DTYPES:
         return list(names)
     ready = [n for n in names if is_ready(n, dtype)]
-    if len(ready) < len(names):
-        request([n for n in names if not is_ready(n, dtype)], dtype)
+    pending = [n for n in dict.fromkeys(wanted) if n in names and not is_ready(n, dtype)]
+    if pending:
+        request(pending, dtype)
     return ready or list(names)
 
 

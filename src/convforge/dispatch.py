@@ -406,10 +406,15 @@ def choose_plan(spec, dtype=torch.float32, device="cpu", *, grads=(False, False)
         plan = _measured_plan(names, needed, spec, dtype, device, channels_last)
     elif channels_last and "torch" in names:
         plan = ("torch",) * 3
-    else:                   # compiled algorithms once their kernels are ready (_compile)
-        ready = _compile.available(names, dtype) if torch.device(device).type == "cpu" else names
-        plan = choose(ready, needed,
-                      lambda n, p: predicted_seconds(n, spec, dtype, device, p, threads))
+    else:
+        def seconds(n, p):
+            return predicted_seconds(n, spec, dtype, device, p, threads)
+
+        plan = choose(names, needed, seconds)
+        if torch.device(device).type == "cpu":    # compiled algorithms once ready (_compile)
+            ready = _compile.available(names, dtype, wanted=plan)
+            if len(ready) < len(names):
+                plan = choose(ready, needed, seconds)
     if len(table) > 4096:
         table.clear()
     table[key] = plan
