@@ -44,3 +44,15 @@ def test_export_transposed_convolution():
     targets = [str(n.target) for n in program.graph.nodes if n.op == "call_function"]
     assert any("convforge.conv2d_grad_input" in t for t in targets), targets
     torch.testing.assert_close(program.module()(x), theirs(x), rtol=1e-5, atol=1e-5)
+
+
+def test_export_conv1d_model():
+    torch.manual_seed(0)
+    theirs = torch.nn.Sequential(torch.nn.Conv1d(3, 4, 5, padding=2), torch.nn.ReLU(),
+                                 torch.nn.Conv1d(4, 2, 3, stride=2))
+    ours = cnn.convert(copy.deepcopy(theirs))
+    x = torch.randn(2, 3, 30)
+    program = torch.export.export(ours, (x,))
+    targets = [str(n.target) for n in program.graph.nodes if n.op == "call_function"]
+    assert sum("convforge.conv2d" in t for t in targets) == 2, targets
+    torch.testing.assert_close(program.module()(x), theirs(x), rtol=1e-5, atol=1e-5)
