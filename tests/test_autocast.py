@@ -83,3 +83,18 @@ def test_float64_and_disabled_autocast_are_untouched():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert layer(x32).dtype == torch.bfloat16
     assert layer(x32).dtype == torch.float32          # the plan cache keeps both apart
+
+
+def test_autocast_inside_a_compiled_graph():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.ConvTranspose2d(4, 2, 2, stride=2))
+    ours = cnn.convert(copy.deepcopy(model))
+    compiled = torch.compile(ours, fullgraph=True, backend="aot_eager")
+    x = torch.randn(2, 3, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, ref = compiled(x), model(x)
+    assert y.dtype == ref.dtype == torch.bfloat16
+    scale = ref.float().abs().max()
+    assert (y.float() - ref.float()).abs().max() <= 16 * torch.finfo(torch.bfloat16).eps * scale
+    assert compiled(x).dtype == torch.float32

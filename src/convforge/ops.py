@@ -31,7 +31,7 @@ import threading
 
 import torch
 
-from .plan import is_channels_last
+from .plan import autocast_cast, autocast_dtype, is_channels_last
 from .spec import make_spec
 
 _NS = "convforge"
@@ -261,6 +261,9 @@ def traced_conv2d(x, w, b, stride, padding, dilation, groups, padding_mode, algo
     padding other than zeros applied as torch ops."""
     from .spec import pad_input
 
+    low = autocast_dtype(x)                       # traceable: dynamo knows these queries
+    if low is not None:
+        x, w, b = autocast_cast(low, x, w, b)
     spec = make_spec("conv2d", tuple(x.shape), tuple(w.shape), bias=b, stride=stride,
                      padding=padding, dilation=dilation, groups=groups,
                      padding_mode=padding_mode)
@@ -279,6 +282,9 @@ def traced_conv_transpose2d(x, w, b, stride, padding, output_padding, groups, di
     operator (Gi) on the full output, then output padding, crop and bias as torch ops."""
     from .spec import make_transpose_spec
 
+    low = autocast_dtype(x)
+    if low is not None:
+        x, w, b = autocast_cast(low, x, w, b)
     ts = make_transpose_spec("conv_transpose2d", tuple(x.shape), tuple(w.shape), bias=b,
                              stride=stride, padding=padding, output_padding=output_padding,
                              groups=groups, dilation=dilation)
