@@ -47,9 +47,9 @@ from .algorithms._threads import pool_is_foreign
 
 #: algorithms whose kernels are compiled on first use, in the order the background thread
 #: warms them (quickest to compile and most often chosen first)
+_FIRST = {"im2col": 0, "depthwise": 1, "direct": 2}
 COMPILED = tuple(sorted((name for name, algo in REGISTRY.items() if algo.compiled),
-                        key=lambda n: ("im2col", "depthwise", "direct").index(n)
-                        if n in ("im2col", "depthwise", "direct") else 3))
+                        key=lambda n: _FIRST.get(n, len(_FIRST))))
 DTYPES = (torch.float32, torch.float64)
 #: algorithms with Numba parallel loops: in a process forked from one whose Numba pool
 #: runs (a DataLoader worker) they run serial twins, compiled there on first use, so
@@ -93,6 +93,11 @@ class _Stopped(Exception):
 
 #: changes each time more kernels become ready (part of the plan caches' keys)
 generation = 0
+
+
+def _dtype_name(dtype) -> str:
+    """``"float32"`` for ``torch.float32``: how dtypes are shown and passed to the child."""
+    return str(dtype).removeprefix("torch.")
 
 
 def is_ready(name, dtype) -> bool:
@@ -176,11 +181,11 @@ def warmup(algorithms=None, dtypes=DTYPES, *, progress=False) -> list:
     try:
         for name, dtype in todo:
             if bar is not None:
-                bar.set_postfix_str(f"{name} {str(dtype).replace('torch.', '')}")
+                bar.set_postfix_str(f"{name} {_dtype_name(dtype)}")
             t0 = time.perf_counter()
             _warm_one(name, dtype)
             _mark_ready(name, dtype)
-            done.append((name, str(dtype).replace("torch.", ""), time.perf_counter() - t0))
+            done.append((name, _dtype_name(dtype), time.perf_counter() - t0))
             if bar is not None:
                 bar.update()
     finally:
@@ -226,7 +231,7 @@ def _compile_elsewhere(todo) -> bool:
     10) into Numba's on-disk cache, from which this process then only loads them (about
     0.1 s per kernel set instead of 10-30 s of compiling beside the caller's threads).
     Returns whether the child succeeded (if not, this process compiles them itself)."""
-    arg = ",".join(f"{name}:{str(dtype).replace('torch.', '')}" for name, dtype in todo)
+    arg = ",".join(f"{name}:{_dtype_name(dtype)}" for name, dtype in todo)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     try:
         return subprocess.run(
@@ -327,7 +332,7 @@ def _after_fork_child() -> None:
 
     global_compiler_lock.release()
     _LOCK = threading.Lock()
-    _QUEUED.difference_update(_QUEUED - _READY)    # the thread did not come along
+    _QUEUED.intersection_update(_READY)            # the thread did not come along
     _STATE["thread"] = None
 
 

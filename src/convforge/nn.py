@@ -29,9 +29,9 @@ import torch
 from torch import nn
 from torch.nn import init
 
-from . import _compile, backends, functional, ops
+from . import functional, ops
 from .algorithms import REGISTRY
-from .plan import ConvPlan, autocast_cast, autocast_dtype
+from .plan import ConvPlan, autocast_cast, autocast_dtype, global_state
 from .spec import _is_int, _pair, make_spec, make_transpose_spec
 
 __all__ = ["Conv1d", "Conv2d", "ConvTranspose2d", "Corr2d", "convert", "revert"]
@@ -210,9 +210,7 @@ class Conv2d(_ConvBase):
         grad = torch.is_grad_enabled()
         key = (input.shape, input.dtype, input.device, input.is_contiguous(), weight.shape,
                weight.dtype, bias is None, grad and input.requires_grad,
-               grad and weight.requires_grad, backends.benchmark,
-               backends.forced_token(), torch.get_num_threads(),
-               _compile.generation, backends.background_compile)
+               grad and weight.requires_grad, global_state())
         plan = self._plans.get(key)
         if plan is None:
             plan = ConvPlan(type(self).__name__, input, weight, bias, self.stride,

@@ -38,19 +38,7 @@ def grad_flags(x, w) -> tuple[bool, bool]:
     return (x.requires_grad, w.requires_grad)
 
 
-if hasattr(torch, "get_autocast_dtype"):                     # torch >= 2.4
-    _autocast_on, _autocast_dtype = torch.is_autocast_enabled, torch.get_autocast_dtype
-else:
-    def _autocast_on(device_type):
-        return (torch.is_autocast_cpu_enabled() if device_type == "cpu"
-                else torch.is_autocast_enabled())
-
-    def _autocast_dtype(device_type):
-        return (torch.get_autocast_cpu_dtype() if device_type == "cpu"
-                else torch.get_autocast_gpu_dtype())
-
-
-_any_autocast = getattr(torch._C, "_is_any_autocast_enabled", lambda: True)   # the quick test
+_any_autocast = torch._C._is_any_autocast_enabled       # the quick test (torch >= 2.5)
 
 
 def autocast_dtype(x):
@@ -59,7 +47,8 @@ def autocast_dtype(x):
     if not isinstance(x, torch.Tensor) or not _any_autocast():
         return None
     device_type = x.device.type
-    return _autocast_dtype(device_type) if _autocast_on(device_type) else None
+    return (torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type)
+            else None)
 
 
 def autocast_cast(dtype, *tensors):
@@ -67,6 +56,13 @@ def autocast_cast(dtype, *tensors):
     (differentiably: the float32 parameters get float32 gradients)."""
     return tuple(t.to(dtype) if t is not None and t.is_floating_point()
                  and t.dtype != torch.float64 else t for t in tensors)
+
+
+def global_state() -> tuple:
+    """What besides a call's own arguments decides its plan: part of every plan cache key
+    (the functions' and the layers'), so that changing any of it re-plans."""
+    return (backends.benchmark, backends.forced_token(), torch.get_num_threads(),
+            _compile.generation, backends.background_compile)
 
 
 def is_channels_last(x) -> bool:
@@ -159,9 +155,7 @@ def conv_plan(func, x, w, b, stride, padding, dilation, groups, padding_mode, al
     try:
         key = (func, x.shape, x.dtype, x.device, is_channels_last(x), w.shape, w.dtype,
                w.device, _descr(b), stride, padding, dilation, groups, padding_mode,
-               algorithm, grads, measure, backends.benchmark,
-               backends.forced_token(), torch.get_num_threads(),
-               _compile.generation, backends.background_compile)
+               algorithm, grads, measure, global_state())
         plan = _PLANS.get(key)
     except TypeError:               # an unhashable argument (a list): no caching
         key = plan = None
