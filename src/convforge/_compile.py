@@ -83,7 +83,7 @@ CASES = (
 _LOCK = threading.Lock()
 _READY: set = set()
 _QUEUED: set = set()
-_STATE = {"thread": None, "stop": False, "phase": None}
+_STATE = {"thread": None, "stop": False, "child": None}
 _ELSEWHERE: set = set()
 
 
@@ -202,15 +202,13 @@ def _background() -> None:
     while True:
         with _LOCK:
             todo = sorted(_QUEUED - _READY, key=lambda nd: (COMPILED.index(nd[0]), str(nd[1])))
-            if not todo:
+            if not todo or _STATE["stop"]:
                 _STATE["thread"] = None
                 return
         fresh = [nd for nd in todo if nd not in _ELSEWHERE]
         if fresh and backends.compile_in_subprocess:
             _ELSEWHERE.update(fresh)
-            _STATE["phase"] = "subprocess"
             _compile_elsewhere(fresh)
-            _STATE["phase"] = "load"
             continue                        # then load them here (more may be queued)
         name, dtype = todo[0]
         try:
@@ -234,10 +232,18 @@ def _compile_elsewhere(todo) -> bool:
     arg = ",".join(f"{name}:{_dtype_name(dtype)}" for name, dtype in todo)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     try:
-        return subprocess.run(
-            [sys.executable, "-c", "import sys, convforge._compile as c; c._child(sys.argv[1])",
-             arg], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, check=False).returncode == 0
+        with _LOCK:
+            if _STATE["stop"]:
+                return False
+            child = _STATE["child"] = subprocess.Popen(
+                [sys.executable, "-c",
+                 "import sys, convforge._compile as c; c._child(sys.argv[1])", arg],
+                env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL)
+        try:
+            return child.wait() == 0
+        finally:
+            _STATE["child"] = None
     except OSError:
         return False
 
@@ -267,7 +273,7 @@ def request(names, dtype) -> None:
     """Warm ``names`` for ``dtype`` in a background thread (started if none runs)."""
     with _LOCK:
         new = {(n, dtype) for n in names if n in COMPILED} - _READY - _QUEUED
-        if not new:
+        if not new or _STATE["stop"]:
             return
         _QUEUED.update(new)
         if _STATE["thread"] is None:
@@ -303,13 +309,22 @@ def wait(timeout=None) -> bool:
 
 @atexit.register
 def _stop_at_exit() -> None:
-    """Let the background thread finish the call it is in: a thread inside LLVM while the
-    interpreter tears down aborts the process ("terminate called without an active
-    exception"). The wait is at most one compilation (seconds), only when a process
-    exits within its first minute with an empty Numba cache."""
-    _STATE["stop"] = True
+    """Stop the background thread before the interpreter tears down: a daemon thread that
+    comes back from C++ (a torch op, LLVM) to a finalizing interpreter is ended with
+    ``pthread_exit``, whose unwinding through C++ frames aborts the process ("terminate
+    called without an active exception"). A child compiler is killed; the thread finishes
+    the call it is in (at most one kernel set: seconds with an empty Numba cache, about
+    0.1 s with a full one) and returns."""
+    with _LOCK:
+        _STATE["stop"] = True
+        child = _STATE["child"]
+    if child is not None:
+        try:
+            child.kill()
+        except OSError:
+            pass
     thread = _STATE["thread"]
-    if thread is not None and _STATE["phase"] != "subprocess":   # a wait on a child is safe
+    if thread is not None:
         thread.join()
 
 
@@ -334,6 +349,7 @@ def _after_fork_child() -> None:
     _LOCK = threading.Lock()
     _QUEUED.intersection_update(_READY)            # the thread did not come along
     _STATE["thread"] = None
+    _STATE["child"] = None
 
 
 if hasattr(os, "register_at_fork"):
