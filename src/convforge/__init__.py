@@ -20,6 +20,7 @@ from .shapes import (
 from .signal import convolve2d, correlate2d
 from .spec import ConvDTypeError, ConvShapeError, ConvSpec, make_spec, make_transpose_spec
 from .toeplitz import conv_matrix
+from .workspace import WorkspaceLimitError, get_workspace_limit, set_workspace_limit
 
 algorithms = _algorithms_pkg.algorithms
 
@@ -33,4 +34,5 @@ __all__ = [
     "conv2d_weight", "conv_bytes", "conv_flops", "conv_transpose2d", "convolve2d", "corr2d",
     "correlate2d", "make_spec", "make_transpose_spec", "output_shape", "output_size",
     "receptive_field", "same_padding", "transpose_output_size", "warmup",
+    "WorkspaceLimitError", "get_workspace_limit", "set_workspace_limit",
 ]

@@ -25,14 +25,17 @@ derivatives (gradgradcheck, double backward) work for every algorithm. Each Func
 carries the :class:`~convforge.algorithms.Passes` of its call: F always runs on its
 forward algorithm, Gi on its input-gradient one and Gw on its weight-gradient one, at
 every order of differentiation. The transposed
-convolution is Gi used as a forward pass. Padding and bias stay outside: they are torch
-ops, and torch differentiates them.
+convolution is Gi used as a forward pass. Padding in other modes than zeros and the bias
+stay outside: they are torch ops, and torch differentiates them. Zero padding may be in
+the spec: each pass runs through :mod:`convforge.workspace`, which pads (per tile) for
+an algorithm that does not fuse it, and tiles any pass over the workspace limit.
 """
 
 from __future__ import annotations
 
 import torch
 
+from . import workspace
 from .algorithms import Algorithm, Passes
 
 
@@ -50,16 +53,12 @@ def _empty_result(shape, like):
 
 def forward_values(x, w, b, spec, passes):
     """F(x, w) + b computed, without autograd: the inference path, and _Forward's."""
-    algo = passes.forward
     if x.numel() == 0 or w.numel() == 0:
         out = _empty_result((x.shape[0], w.shape[0], spec.out_h, spec.out_w), x)
-    elif b is not None and algo.fused_bias:
-        return algo.forward(x, w, spec, b)                        # (N, C_out, oH, oW)
-    else:
-        out = algo.forward(x, w, spec)
-    if b is not None:
-        out.add_(b.view(1, -1, 1, 1))        # in place: the output is the algorithm's own
-    return out
+        return out if b is None else out.add_(b.view(1, -1, 1, 1))
+    # the bias is fused or added in place (the output is the algorithm's own); tiled
+    # under the workspace limit where the pass needs more
+    return workspace.forward(passes.forward, x, w, spec, b)       # (N, C_out, oH, oW)
 
 
 class _Forward(torch.autograd.Function):
@@ -89,7 +88,7 @@ class _GradInput(torch.autograd.Function):
         ctx.spec, ctx.passes = spec, passes
         if g.numel() == 0 or w.numel() == 0:
             return _empty_result(x_shape, g)
-        return passes.grad_input.grad_input(g, w, spec, tuple(x_shape))
+        return workspace.grad_input(passes.grad_input, g, w, spec, tuple(x_shape))
 
     @staticmethod
     def backward(ctx, d_x):
@@ -109,7 +108,7 @@ class _GradWeight(torch.autograd.Function):
         ctx.spec, ctx.passes = spec, passes
         if x.numel() == 0 or g.numel() == 0:
             return _empty_result(w_shape, x)
-        return passes.grad_weight.grad_weight(x, g, spec, tuple(w_shape))
+        return workspace.grad_weight(passes.grad_weight, x, g, spec, tuple(w_shape))
 
     @staticmethod
     def backward(ctx, d_w):

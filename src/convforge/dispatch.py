@@ -59,7 +59,7 @@ from pathlib import Path
 
 import torch
 
-from . import _compile, backends
+from . import _compile, backends, workspace
 from .algorithms import REGISTRY, Passes
 from .spec import make_spec
 
@@ -295,9 +295,11 @@ def time_pass(name, pass_, spec, dtype=torch.float32, device="cpu", repeats=3, *
     algo = REGISTRY[name]
     aspec, x, w, g = _random_operands(spec, dtype, device, (algo,), channels_last)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    run = {"forward": lambda: algo.forward(x, w, aspec).contiguous(memory_format=fmt),
-           "grad_input": lambda: algo.grad_input(g, w, aspec, tuple(x.shape)),
-           "grad_weight": lambda: algo.grad_weight(x, g, aspec, spec.weight_shape)}[pass_]
+    run = {"forward": lambda: workspace.forward(algo, x, w, aspec).contiguous(
+               memory_format=fmt),
+           "grad_input": lambda: workspace.grad_input(algo, g, w, aspec, tuple(x.shape)),
+           "grad_weight": lambda: workspace.grad_weight(algo, x, g, aspec,
+                                                        spec.weight_shape)}[pass_]
     times = []
     for _ in range(repeats + 1):
         t0 = time.perf_counter()
@@ -390,8 +392,9 @@ def choose_plan(spec, dtype=torch.float32, device="cpu", *, grads=(False, False)
     forced = os.environ.get("CONVFORGE_ALGORITHM")
     grads = (bool(grads[0]), bool(grads[1]))
     threads = torch.get_num_threads()
+    limit = workspace.get_workspace_limit()
     key = (spec, dtype, str(device), grads, bool(channels_last), forced, threads,
-           id(cost_model(threads)), _compile.generation, backends.background_compile)
+           id(cost_model(threads)), _compile.generation, backends.background_compile, limit)
     table = _MEASURED if measure else _PREDICTED
     if key in table:
         return table[key]
@@ -400,6 +403,16 @@ def choose_plan(spec, dtype=torch.float32, device="cpu", *, grads=(False, False)
         raise ValueError(f"choose_plan: no algorithm supports this configuration, "
                          f"but got {spec} with {dtype} on {device}")
     needed = _needed(grads)
+    seen = workspace.seen_spec(spec)
+    within = [n for n in names if workspace.fits(REGISTRY[n], seen, dtype, needed, limit)]
+    if not within:
+        need = min((max(workspace.minimum_bytes(REGISTRY[n], seen, dtype, p)
+                        for p in needed), n) for n in names)
+        raise workspace.WorkspaceLimitError(
+            f"choose_plan: no algorithm runs this configuration within the workspace limit "
+            f"of {limit} bytes (the smallest tile of {need[1]!r} needs {need[0]} bytes), "
+            f"for {spec} with {dtype}; raise it with convforge.set_workspace_limit")
+    names = within
     if forced and forced in names:
         plan = (forced,) * 3
     elif measure and len(names) > 1:
@@ -475,6 +488,7 @@ def resolve(func, name, spec, dtype, device, *, grads=(False, False), measure=No
     if reason is not None:
         raise ValueError(f"{func}: algorithm {name!r} does not support this configuration: "
                          f"{reason}")
+    workspace.check(func, REGISTRY[name], workspace.seen_spec(spec), dtype, _needed(grads))
     return Passes.of(REGISTRY[name])
 
 

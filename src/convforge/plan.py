@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import _compile, backends
+from . import _compile, backends, workspace
 from .autograd import conv_forward, forward_values
 from .dispatch import _needed, resolve
 from .spec import _LOW_PRECISION, check_dtypes, make_spec, pad_input
@@ -62,7 +62,7 @@ def global_state() -> tuple:
     """What besides a call's own arguments decides its plan: part of every plan cache key
     (the functions' and the layers'), so that changing any of it re-plans."""
     return (backends.benchmark, backends.forced_token(), torch.get_num_threads(),
-            _compile.generation, backends.background_compile)
+            _compile.generation, backends.background_compile, workspace.get_workspace_limit())
 
 
 def is_channels_last(x) -> bool:
@@ -85,13 +85,21 @@ class ConvPlan:
         self.grads = grads = grad_flags(x, w)
         self.passes = resolve(func, algorithm, spec, self.ct, x.device, grads=grads,
                               measure=measure, channels_last=is_channels_last(x))
-        needed = [getattr(self.passes, p) for p in _needed(grads)]
+        passes = _needed(grads)
+        needed = [getattr(self.passes, p) for p in passes]
         first = self.passes.forward
         self.native = first.native if all(a is first for a in needed) else None
+        if self.native is not None and not workspace.untiled(first, spec, self.ct, passes):
+            self.native = None                # torch's kernels too, tiled under the limit
         fused = (self.passes.fused_zero_padding if self.native is None
                  else first.fused_zero_padding)
-        # non-zero padding modes (and algorithms that do not pad zeros) get a padded input
+        # non-zero padding modes get a padded input; so do algorithms that do not pad
+        # zeros, unless the padded copy would not fit the workspace limit (then each pass
+        # pads its tiles: convforge.workspace)
         self.pad_first = spec.is_padded and not (fused and padding_mode == "zeros")
+        if self.pad_first and padding_mode == "zeros" and not workspace.pad_first_fits(
+                self.passes, spec, self.ct, passes):
+            self.pad_first = False
         self.aspec = spec.after_padding() if self.pad_first else spec
         self.run = self._general
         top, bottom, left, right = self.aspec.padding

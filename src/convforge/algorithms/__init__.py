@@ -7,6 +7,7 @@ An algorithm is a module with::
     grad_input(grad_out, w, spec, x_shape)        # as torch.nn.grad.conv2d_input (padded x)
     grad_weight(x, grad_out, spec, w_shape)       # as torch.nn.grad.conv2d_weight
     cost(spec, dtype, device) -> float            # estimated seconds, for dispatch
+    workspace_bytes(spec, dtype, pass_) -> int    # bytes it allocates besides its result
 
 ``x`` is the input ``(N, C_in, spec.h, spec.w)``. Its padding has already been applied
 and ``spec.padding`` is zero, unless the module sets ``FUSED_ZERO_PADDING = True``: such an
@@ -15,6 +16,11 @@ algorithm is also handed zero-padded convolutions with ``spec.padding`` still to
 Everything else an algorithm reads is ``spec.stride``, ``spec.dilation``, ``spec.groups``.
 Tensors may be non-contiguous (channels_last, slices) and complex. A new algorithm is one module and
 one line in ``_MODULES``; it then joins every parity test and benchmark by itself.
+
+``workspace_bytes`` is an upper bound of the memory one untiled pass (``"forward"``,
+``"grad_input"``, ``"grad_weight"``) allocates besides its result, for the spec it is
+handed; :mod:`convforge.workspace` tiles any pass over the limit (batch, then bands of
+output rows), so an algorithm itself never has to.
 
 A module that sets ``FUSED_BIAS = True`` takes ``forward(x, w, spec, bias)`` and adds the
 bias ``(C_out,)`` itself (inside its GEMM or loop); the others' outputs get it added in place.
@@ -60,10 +66,18 @@ class Algorithm:
     grad_input: Callable
     grad_weight: Callable
     cost: Callable
+    workspace: Callable
     fused_zero_padding: bool = False
     native: Callable | None = None
     fused_bias: bool = False
     compiled: bool = False
+
+    def workspace_bytes(self, spec, dtype, train: bool = False) -> int:
+        """The most bytes one untiled call allocates besides its result: its forward pass,
+        and with ``train`` also both gradient passes (``spec`` as the algorithm is handed
+        it: padded first unless it fuses zero padding)."""
+        passes = ("forward", "grad_input", "grad_weight") if train else ("forward",)
+        return max(self.workspace(spec, dtype, p) for p in passes)
 
 
 @dataclass(frozen=True)
@@ -99,7 +113,7 @@ class Passes:
 def _load(name: str, module: str, auto: bool) -> Algorithm:
     mod = importlib.import_module(f"{__name__}.{module}")
     return Algorithm(name, auto, mod.supports, mod.forward, mod.grad_input, mod.grad_weight,
-                     mod.cost, getattr(mod, "FUSED_ZERO_PADDING", False),
+                     mod.cost, mod.workspace_bytes, getattr(mod, "FUSED_ZERO_PADDING", False),
                      getattr(mod, "native", None), getattr(mod, "FUSED_BIAS", False),
                      getattr(mod, "COMPILED", False))
 

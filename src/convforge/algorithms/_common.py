@@ -20,3 +20,18 @@ def tap_slices(spec, i: int, j: int, oh: int, ow: int) -> tuple[slice, slice]:
 
 def no_cuda_reason(device) -> str | None:
     return None if torch.device(device).type == "cpu" else f"runs on the CPU only, not {device}"
+
+
+def counts(spec) -> tuple[int, int, int, int]:
+    """Elements of (the input as handed over, that input padded, the output, the weight)."""
+    inp = spec.n * spec.c_in * spec.h * spec.w
+    padded = spec.n * spec.c_in * spec.padded_h * spec.padded_w
+    out = spec.n * spec.c_out * spec.out_h * spec.out_w
+    weight = spec.c_out * (spec.c_in // spec.groups) * spec.kh * spec.kw
+    return inp, padded, out, weight
+
+
+def cols_chunk(n: int, per_sample: int, chunk_bytes: int) -> int:
+    """Bytes of the largest batch chunk of a loop that takes as many samples as fit in
+    ``chunk_bytes`` (at least one) with ``per_sample`` bytes each."""
+    return max(1, min(n, chunk_bytes // max(1, per_sample))) * per_sample

@@ -50,7 +50,7 @@ import numpy as np
 import torch
 
 from . import _depthwise_kernels as _k
-from ._common import no_cuda_reason
+from ._common import counts, no_cuda_reason
 from ._threads import numba_threads as _threads
 from .direct import _array, _empty
 
@@ -174,6 +174,18 @@ def grad_weight(x, grad_out, spec, w_shape):
                           spec.stride[1], hp, wp, hq, wq, offs, kw, spec.dilation[0],
                           spec.dilation[1], div, stack, nchunk)
     return torch.from_numpy(partial.sum(axis=1)).reshape(w_shape)
+
+
+def workspace_bytes(spec, dtype, pass_):
+    """Contiguous copies of non-contiguous operands and per-chunk partial sums: the loops
+    read the padding, the stride's zeros and the output in place."""
+    inp, _, out, weight = counts(spec)
+    b = dtype.itemsize
+    if pass_ == "forward":
+        return b * inp
+    if pass_ == "grad_input":
+        return b * out
+    return b * (inp + out + (spec.n + 1) * weight)
 
 
 def cost(spec, dtype, device):

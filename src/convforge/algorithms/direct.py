@@ -75,7 +75,7 @@ import torch
 
 from . import _direct_kernels as _k
 from . import _direct_small as _s
-from ._common import no_cuda_reason
+from ._common import counts, no_cuda_reason
 from ._threads import numba_threads as _threads
 
 COMPILED = True            # Numba kernels, compiled on first use (convforge._compile)
@@ -268,6 +268,23 @@ def grad_weight(x, grad_out, spec, w_shape):
         _k._grad_weight_kernel(_padded_array(x, spec.padding), _array(grad_out), partial,
                                kh, kw, sh, sw, dh, dw, spec.groups, rows)
     return torch.from_numpy(partial.sum(axis=1)).reshape(w_shape)
+
+
+def workspace_bytes(spec, dtype, pass_):
+    """Contiguous copies of non-contiguous operands; the input gradient's zero-inserted
+    window of the output gradient; the weight gradient's zero-padded input (long rows)
+    and per-chunk partial sums."""
+    inp, padded, out, weight = counts(spec)
+    b = dtype.itemsize
+    if pass_ == "forward":
+        return b * inp
+    if pass_ == "grad_input":
+        (dh, dw) = spec.dilation
+        spread = spec.n * spec.c_out * (spec.h + dh * (spec.kh - 1)) * (
+            spec.w + dw * (spec.kw - 1))
+        return b * (out + spread)
+    chunks = 4 * torch.get_num_threads() + 1
+    return b * (padded + out + chunks * weight)
 
 
 def cost(spec, dtype, device):

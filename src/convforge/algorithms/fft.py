@@ -325,6 +325,55 @@ def grad_weight(x, grad_out, spec, w_shape):
     return gw[..., :kh:dh, :kw:dw].contiguous()                   # (C_out, Cg, kH, kW)
 
 
+def _valid_bytes(n, c, c_out, cg, hp, wp, kh, kw, stride, b):
+    """Buffers of :func:`_corr_paired` (or :func:`_corr_real`) on an (n, c, hp, wp) input:
+    the padded input, its complex tiles and their transform, the kernel's spectrum, the
+    mixed spectrum and its inverse, and the rearranged output."""
+    (sh, sw) = stride
+    oh, ow = (hp - kh) // sh + 1, (wp - kw) // sw + 1
+    lh, ph, th = _axis_plan(hp, kh, sh)
+    lw, pw, tw = _axis_plan(wp, kw, sw)
+    if n * th * tw < _MIN_PAIRS and sh == sw == 1:
+        lh, lw = next_fast_len(hp), next_fast_len(wp)
+        half = lh * (lw // 2 + 1) * 2
+        return b * (n * c * half + 2 * n * c_out * half + n * c_out * lh * lw
+                    + 2 * c_out * cg * half)
+    if th * tw > 1:
+        tw += tw % 2
+        signals = n * th * tw
+    else:
+        signals = n + n % 2
+    extent = n * c * ((th - 1) * ph + lh) * ((tw - 1) * pw + lw)
+    spectra = signals * lh * lw                     # complex pairs: signals/2 x 2 values
+    return b * (extent + 2 * spectra * c + 4 * c_out * cg * lh * lw
+                + spectra * c_out * 2 + -(-spectra * c_out // (sh * sw)) + n * c_out * oh * ow)
+
+
+def workspace_bytes(spec, dtype, pass_):
+    """The transforms' buffers of each pass (see :func:`_valid_bytes`); the input gradient
+    first zero-inserts and pads the output gradient, the weight gradient cuts both
+    operands into tiles and transforms them."""
+    b = dtype.itemsize
+    (dh, dw) = spec.dilation
+    kh, kw = dh * (spec.kh - 1) + 1, dw * (spec.kw - 1) + 1
+    hp, wp, n = spec.padded_h, spec.padded_w, spec.n
+    cg = spec.c_in // spec.groups
+    og = spec.c_out // spec.groups
+    if pass_ == "forward":
+        return _valid_bytes(n, spec.c_in, spec.c_out, cg, hp, wp, kh, kw, spec.stride, b)
+    h1, w1 = hp - kh + 1, wp - kw + 1
+    up = n * spec.c_out * h1 * w1 * b if spec.stride != (1, 1) else 0
+    if pass_ == "grad_input":
+        big = (hp + kh - 1, wp + kw - 1)
+        return (up + n * spec.c_out * big[0] * big[1] * b
+                + _valid_bytes(n, spec.c_out, spec.c_in, og, *big, kh, kw, (1, 1), b))
+    lh, lw, th, tw = _grid(hp, wp, kh, kw)
+    tiles = n * th * tw
+    half = lh * (lw // 2 + 1) * 2
+    return up + b * (tiles * (spec.c_in + spec.c_out) * (lh * lw + 2 * half)
+                     + spec.c_out * cg * (half + lh * lw))
+
+
 def cost(spec, dtype, device):
     """Estimated seconds of the forward pass: transforms + channel mixing + overhead."""
     (dh, dw) = spec.dilation

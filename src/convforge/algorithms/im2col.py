@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _col2im_kernels
-from ._common import out_size, tap_slices
+from ._common import cols_chunk, counts, out_size, tap_slices
 
 #: upper bound on the columns materialised at once (bytes)
 _CHUNK_BYTES = 16 << 20
@@ -201,6 +201,32 @@ def _col2im(dcols, spec, size, out_hw):
             rows, cols = tap_slices(spec, i, j, oh, ow)
             gx[..., rows, cols] += d[:, :, i, j]
     return gx
+
+
+def workspace_bytes(spec, dtype, pass_):
+    """The columns of one batch chunk (at least one sample's: C_in kH kW oH oW values),
+    plus, per pass, what the chunk's product or fold allocates and the layout copies of
+    the channels_last paths."""
+    inp, _, out, weight = counts(spec)
+    b = dtype.itemsize
+    length = spec.out_h * spec.out_w
+    if spec.kh == spec.kw == 1:
+        per = spec.c_in * length * b                          # a strided slice, copied
+        if pass_ == "forward":
+            return 0 if spec.stride == (1, 1) else cols_chunk(spec.n, per, spec.n * per)
+        if pass_ == "grad_input" and spec.stride == (1, 1):
+            return 0
+    per = spec.c_in * spec.kh * spec.kw * length * b
+    cols = cols_chunk(spec.n, per, _CHUNK_BYTES)
+    samples = cols // per
+    stem = (spec.groups == 1 and spec.c_in <= 4 and spec.stride != (1, 1)
+            and spec.kh * spec.kw >= 9)            # channels_last columns of an NCHW input
+    layout = b * (inp + out) if stem else 0
+    if pass_ == "forward":
+        return cols + layout
+    if pass_ == "grad_input":
+        return cols + samples * spec.c_in * spec.h * spec.w * b
+    return cols + layout + (samples + 1) * weight * b
 
 
 def cost(spec, dtype, device):

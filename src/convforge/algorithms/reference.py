@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ._common import out_size, tap_slices
+from ._common import counts, out_size, tap_slices
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -73,6 +73,20 @@ def grad_weight(x, grad_out, spec, w_shape):
                 rows, cols = tap_slices(spec, i, j, oh, ow)
                 gw[o, :, i, j] = np.einsum("nohw,nchw->oc", gn[:, o], xn[:, xs, rows, cols])
     return _back(gw, x)
+
+
+def workspace_bytes(spec, dtype, pass_):
+    """float64 (complex128) NumPy copies of the operands, the float64 result before its
+    cast, and one tap's einsum operands."""
+    inp, _, out, weight = counts(spec)
+    f = 16 if dtype.is_complex else 8
+    cg, og = spec.c_in // spec.groups, spec.c_out // spec.groups
+    tap = spec.n * (cg + og) * spec.out_h * spec.out_w
+    if pass_ == "forward":
+        return f * (inp + weight + 2 * out + tap)
+    if pass_ == "grad_input":
+        return f * (out + weight + 2 * inp + tap)
+    return f * (inp + out + 2 * weight + tap)
 
 
 def cost(spec, dtype, device):

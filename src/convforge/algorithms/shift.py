@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ._common import out_size, tap_slices
+from ._common import counts, out_size, tap_slices
 
 
 def supports(spec, dtype, device):
@@ -75,6 +75,19 @@ def grad_weight(x, grad_out, spec, w_shape):
             patch = xg[..., rows, cols]                           # (N, G, Cg, oH, oW)
             gw[..., i, j] = torch.einsum("ngohw,ngchw->goc", gy, patch)
     return gw.reshape(c_out, cg, kh, kw)
+
+
+def workspace_bytes(spec, dtype, pass_):
+    """Depthwise forward: none (in-place multiply-adds); else one tap's einsum operands
+    (a copy of the strided window) and products, output-sized."""
+    _, _, out, weight = counts(spec)
+    b = dtype.itemsize
+    window = spec.n * spec.c_in * spec.out_h * spec.out_w
+    if pass_ == "forward":
+        return 0 if spec.c_in == spec.groups else b * (window + out)
+    if pass_ == "grad_input":
+        return b * (window + out)
+    return b * (window + out + weight)
 
 
 def cost(spec, dtype, device):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from . import torch_native
+from ._common import counts
 
 FUSED_ZERO_PADDING = True
 _CL = torch.channels_last
@@ -45,6 +46,12 @@ def grad_input(grad_out, w, spec, x_shape):
 def grad_weight(x, grad_out, spec, w_shape):
     return torch_native.grad_weight(x.contiguous(memory_format=_CL),
                                     grad_out.contiguous(memory_format=_CL), spec, w_shape)
+
+
+def workspace_bytes(spec, dtype, pass_):
+    """torch's, plus the channels_last copies of the input and output (or gradient)."""
+    inp, _, out, _ = counts(spec)
+    return torch_native.workspace_bytes(spec, dtype, pass_) + dtype.itemsize * (inp + out)
 
 
 def cost(spec, dtype, device):

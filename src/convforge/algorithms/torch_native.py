@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ._common import counts
+
 FUSED_ZERO_PADDING = True
 
 # ---- cost model constants (seconds), for dispatch; benchmarks/fit_cost_model.py fits
@@ -68,6 +70,26 @@ def grad_weight(x, grad_out, spec, w_shape):
         x = F.pad(x, extra)
     return torch.nn.grad.conv2d_weight(x, tuple(w_shape), grad_out, spec.stride, sym,
                                        spec.dilation, spec.groups)
+
+
+def workspace_bytes(spec, dtype, pass_):
+    """oneDNN (float32, bfloat16, float16) reorders input and output to blocked layouts of
+    16-channel blocks (measured: a 1-channel 4096^2 image costs ~16 floats per pixel);
+    torch's other CPU kernels (float64) build the whole batch's im2col columns. Plus the
+    asymmetric excess of the padding, padded by ``F.pad`` first."""
+    inp, padded, out, weight = counts(spec)
+    b = dtype.itemsize
+    sym, extra = split_padding(spec.padding)
+    pad = b * padded if any(extra) else 0
+    if dtype in (torch.float32, torch.bfloat16, torch.float16):
+        blocks = lambda c: -(-c // 16) * 16                       # noqa: E731
+        hw_in, hw_out = spec.padded_h * spec.padded_w, spec.out_h * spec.out_w
+        moved = spec.n * (blocks(spec.c_in) * hw_in + blocks(spec.c_out) * hw_out)
+        return pad + b * (moved + weight)
+    pointwise = spec.kh == spec.kw == 1 and spec.stride == (1, 1) and sym == (0, 0)
+    cols = 0 if pointwise else spec.n * spec.c_in * spec.kh * spec.kw * spec.out_h * spec.out_w
+    grads = {"forward": 0, "grad_input": inp, "grad_weight": weight}[pass_]
+    return pad + b * (cols + grads + weight)
 
 
 def cost(spec, dtype, device):

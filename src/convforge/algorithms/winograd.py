@@ -77,6 +77,7 @@ import torch.nn.functional as F
 
 from . import _winograd_kernels as _k
 from . import im2col
+from ._common import counts
 
 # F(2x2, 3x3), arXiv:1509.09308 section 4.1 (points 0, 1, -1, inf).
 _F2 = {
@@ -367,6 +368,21 @@ def grad_weight(x, grad_out, spec, w_shape):
         top, bottom, left, right = spec.padding
         x, spec = F.pad(x, (left, right, top, bottom)), spec.after_padding()
     return im2col.grad_weight(x, grad_out, spec, w_shape)
+
+
+def workspace_bytes(spec, dtype, pass_):
+    """NHWC copies of the operands, and the transformed tiles of input and output
+    (alpha^2 values per tile and channel, alpha = m + 2), for every tile at once at most
+    (the compiled loops' per-thread scratch buffers, kept between calls)."""
+    inp, _, out, weight = counts(spec)
+    b = dtype.itemsize
+    oh, ow = spec.out_h, spec.out_w
+    if pass_ == "grad_input":
+        oh, ow = spec.h, spec.w
+    m = tile_size(oh, ow)
+    a = m + 2
+    tiles = spec.n * -(-oh // m) * -(-ow // m)
+    return b * (inp + out + a * a * tiles * (spec.c_in + spec.c_out) + a * a * weight)
 
 
 def cost(spec, dtype, device):
