@@ -86,3 +86,18 @@ def test_first_call_child_reports_its_timings(tmp_path):
     r = first_call.run("layer 32x16x32^2 3x3", "torch", str(tmp_path))
     assert set(r) == {"import", "first", "second"}
     assert all(v > 0 for v in r.values())
+
+
+def test_memory_quick_measures_peaks_in_fresh_processes(tmp_path, capsys):
+    memory = _load("memory")
+    out = tmp_path / "m.json"
+    assert memory.main(["--quick", "--cases", "d", "--algorithms", "torch,im2col",
+                        "--passes", "forward", "--json", str(out)]) == 0
+    assert "x torch" in capsys.readouterr().out
+    rows = {r["algorithm"]: r for r in json.loads(out.read_text())}
+    assert set(rows) == {"torch", "im2col"}
+    for r in rows.values():
+        assert "error" not in r and r["peak"] >= r["base"] > 0
+    # im2col's columns of a 1024^2 image with a 31x31 kernel (3.8 GB) are tiled under
+    # the 1 GiB default limit: the call's growth stays near it
+    assert rows["im2col"]["peak"] - rows["im2col"]["base"] < rows["im2col"]["limit"] * 1.3
