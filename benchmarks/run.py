@@ -75,8 +75,6 @@ QUICK = {
 }
 #: algorithms predicted slower than this are not timed (they would take minutes)
 _SKIP_SECONDS = 6.0
-#: im2col materialises one sample's columns at once; larger ones are not run
-_MAX_COLUMNS = 1 << 30
 
 
 def _peers(name, x, w, kw, kind):
@@ -161,10 +159,6 @@ def bench(name, quick=False, log=print):
                 if algo == "auto" else (algo,) * 3
             used = plan if train else plan[:1]
             real = used[0] if len(set(used)) == 1 else "/".join(used)
-            if "im2col" in used and spec.kh * spec.kw > 1 and \
-                    spec.c_in * spec.kh * spec.kw * spec.out_h * spec.out_w * 4 > _MAX_COLUMNS:
-                log(f"{name:9s} {pas:8s} {algo:14s} skipped (one sample's columns > 1 GB)")
-                continue
             predicted = sum(dispatch.predicted_seconds(n, spec, pass_=p)
                             for n, p in zip(used, dispatch.PASSES))
             if not quick and predicted > _SKIP_SECONDS:

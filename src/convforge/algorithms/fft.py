@@ -333,11 +333,15 @@ def _valid_bytes(n, c, c_out, cg, hp, wp, kh, kw, stride, b):
     oh, ow = (hp - kh) // sh + 1, (wp - kw) // sw + 1
     lh, ph, th = _axis_plan(hp, kh, sh)
     lw, pw, tw = _axis_plan(wp, kw, sw)
+    # above _MIX_LOOP_MAX channels the mixing is an einsum: torch lays both operands out
+    # as batched-GEMM copies (the kernel's spectrum with its conjugate resolved) and the
+    # product back
+    copies = 2 if cg > _MIX_LOOP_MAX else 0
     if n * th * tw < _MIN_PAIRS and sh == sw == 1:
         lh, lw = next_fast_len(hp), next_fast_len(wp)
         half = lh * (lw // 2 + 1) * 2
-        return b * (n * c * half + 2 * n * c_out * half + n * c_out * lh * lw
-                    + 2 * c_out * cg * half)
+        return b * (n * c * half * (1 + copies) + n * c_out * half * (2 + copies)
+                    + n * c_out * lh * lw + c_out * cg * half * (2 + 2 * copies))
     if th * tw > 1:
         tw += tw % 2
         signals = n * th * tw
@@ -345,8 +349,9 @@ def _valid_bytes(n, c, c_out, cg, hp, wp, kh, kw, stride, b):
         signals = n + n % 2
     extent = n * c * ((th - 1) * ph + lh) * ((tw - 1) * pw + lw)
     spectra = signals * lh * lw                     # complex pairs: signals/2 x 2 values
-    return b * (extent + 2 * spectra * c + 4 * c_out * cg * lh * lw
-                + spectra * c_out * 2 + -(-spectra * c_out // (sh * sw)) + n * c_out * oh * ow)
+    return b * (extent + spectra * c * (2 + copies) + c_out * cg * lh * lw * (4 + 4 * copies)
+                + spectra * c_out * (2 + copies) + -(-spectra * c_out // (sh * sw))
+                + n * c_out * oh * ow)
 
 
 def workspace_bytes(spec, dtype, pass_):
@@ -370,8 +375,9 @@ def workspace_bytes(spec, dtype, pass_):
     lh, lw, th, tw = _grid(hp, wp, kh, kw)
     tiles = n * th * tw
     half = lh * (lw // 2 + 1) * 2
-    return up + b * (tiles * (spec.c_in + spec.c_out) * (lh * lw + 2 * half)
-                     + spec.c_out * cg * (half + lh * lw))
+    copies = 2 if cg * og > _GW_LOOP_MAX else 0        # the einsum's operand layouts
+    return up + b * (tiles * (spec.c_in + spec.c_out) * (lh * lw + (2 + copies) * half)
+                     + spec.c_out * cg * ((1 + copies) * half + lh * lw))
 
 
 def cost(spec, dtype, device):
