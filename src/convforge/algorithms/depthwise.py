@@ -176,17 +176,41 @@ def grad_weight(x, grad_out, spec, w_shape):
     return torch.from_numpy(partial.sum(axis=1)).reshape(w_shape)
 
 
+def _task_bytes(n, c_out, h, w, kh, kw, pads, spread, stride, dilation, b, grad=False):
+    """Scratch of the tasks running at once: each holds its zero-padded phase images
+    (``stack`` planes) and an output run (forward) or a gradient block (weight gradient)."""
+    hp, wp, hq, wq, oh, _ = _geometry(h, w, kh, kw, pads, spread, stride, dilation)
+    threads = max(1, torch.get_num_threads())
+    chunk = _chunk(n, c_out, threads)
+    pitch = hq * wq
+    stack = _stack(pitch, chunk)
+    size = stride[0] * stride[1] * stack * pitch + (kh * dilation[0] + 1) * wq + 64
+    second = stack * pitch + 16 if grad else (stack - 1) * pitch + oh * wq + 16
+    tasks = min(threads, c_out * -(-n // chunk))
+    return tasks * (size + second) * b
+
+
 def workspace_bytes(spec, dtype, pass_):
-    """Contiguous copies of non-contiguous operands and per-chunk partial sums: the loops
-    read the padding, the stride's zeros and the output in place."""
+    """Contiguous copies of non-contiguous operands and the running tasks' scratch blocks
+    (a padded plane and an output run each, :func:`_task_bytes`): the loops read the
+    padding, the stride's zeros and the output in place."""
     inp, _, out, weight = counts(spec)
     b = dtype.itemsize
+    geometry = (spec.kh, spec.kw)
     if pass_ == "forward":
-        return b * inp
+        return b * inp + _task_bytes(spec.n, spec.c_out, spec.h, spec.w, *geometry,
+                                     spec.padding, (1, 1), spec.stride, spec.dilation, b)
     if pass_ == "grad_input":
-        return b * out
-    return b * (inp + out + (spec.n + 1) * weight)
-
+        (dh, dw) = spec.dilation
+        top, bottom, left, right = spec.padding
+        pads = (dh * (spec.kh - 1) - top, dh * (spec.kh - 1) - bottom,
+                dw * (spec.kw - 1) - left, dw * (spec.kw - 1) - right)
+        return b * out + _task_bytes(spec.n, spec.c_in, spec.out_h, spec.out_w, *geometry,
+                                     tuple(max(0, p) for p in pads), spec.stride, (1, 1),
+                                     spec.dilation, b)
+    return b * (inp + out + (spec.n + 1) * weight) + _task_bytes(
+        spec.n, spec.c_out, spec.h, spec.w, *geometry, spec.padding, (1, 1), spec.stride,
+        spec.dilation, b, grad=True)
 
 def cost(spec, dtype, device):
     """Estimated seconds of the forward pass: taps x run elements (a plane's run is its
