@@ -76,7 +76,8 @@ def test_tiled_equals_untiled_equals_torch(limit, name, case):
     limit(small)
     plans = [workspace.tiling(algo, spec, torch.float64, p, small)
              for p in ("forward", "grad_input", "grad_weight")]
-    assert any(p != (spec.n, spec.out_h) for p in plans), plans     # it did tile
+    whole = (spec.n, workspace.units(spec), spec.out_h)
+    assert any(p != whole for p in plans), plans                    # it did tile
     tiled = _all_passes(x, w, b, kw, algorithm=name)
     for e, u, t, what in zip(expected, untiled, tiled, ("output", "dx", "dw", "db")):
         torch.testing.assert_close(u, e, rtol=1e-10, atol=1e-10, msg=what)
@@ -99,7 +100,7 @@ def test_conv_transpose2d_and_double_backward_tiled(limit, name):
                 for s in (ts.conv, fwd) for p in passes)
     limit(small)
     assert workspace.tiling(REGISTRY[name], ts.conv, torch.float64, "grad_input",
-                            small) != (ts.conv.n, ts.conv.out_h)
+                            small) != (ts.conv.n, workspace.units(ts.conv), ts.conv.out_h)
     got = convforge.conv_transpose2d(x, w, algorithm=name, **kw)
     torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
     # second derivatives run the passes again, tiled as well

@@ -11,16 +11,19 @@ The limit is ``convforge.set_workspace_limit(bytes)``, else the environment vari
 quarter of the memory available when convforge first needs it, whichever is smaller.
 
 A pass whose workspace is over the limit is *tiled* here, for any algorithm: first over
-the batch, then, one sample at a time, over bands of output rows. A band of output rows
+the batch, then, one sample at a time, over output channels (whole groups of a grouped
+convolution) and bands of output rows, the fewest tiles that fit. A band of output rows
 ``[r0, r1)`` reads the rows ``[r0 sH, (r1 - 1) sH + (kH - 1) dH + 1)`` of the padded
 input; the band's own spec keeps the zero padding that falls inside it (top rows for the
 first band, bottom rows for the last), so algorithms that fuse zero padding are handed
 unpadded rows, and for the others the band (not the whole input) is padded here. The
 forward pass writes each tile into the output, the input gradient adds each band's
 gradient into its rows (bands overlap by ``(kH - 1) dH`` input rows), the weight gradient
-sums the tiles' gradients. Each tile is sized so that its workspace plus its own result
-stays within the limit; a pass whose smallest tile (one sample, one output row) cannot
-raises :class:`WorkspaceLimitError` before anything is allocated.
+sums the tiles' gradients; output channel tiles take their slice of the weight (the input
+gradient adds theirs up). Each tile is sized so that its workspace plus its own result
+stays within the limit; a pass whose smallest tile (one sample, one output channel or
+group, one output row) cannot raises :class:`WorkspaceLimitError` before anything is
+allocated.
 """
 
 from __future__ import annotations
@@ -160,9 +163,32 @@ def _band_rows(spec, r0, r1):
     return r0 * sh, (r1 - 1) * sh + (spec.kh - 1) * dh + 1
 
 
+def units(spec) -> int:
+    """How the output channels split: single output channels of an ungrouped convolution
+    (each reads every input channel), else whole groups."""
+    return spec.c_out if spec.groups == 1 else spec.groups
+
+
+def _unit_spec(spec, u):
+    if spec.groups == 1:
+        return replace(spec, c_out=u)
+    cg, og = spec.c_in // spec.groups, spec.c_out // spec.groups
+    return replace(spec, groups=u, c_in=u * cg, c_out=u * og)
+
+
+def _channels(spec, u0, u1):
+    """(input channels, output channels) of units [u0, u1)."""
+    if spec.groups == 1:
+        return slice(None), slice(u0, u1)
+    cg, og = spec.c_in // spec.groups, spec.c_out // spec.groups
+    return slice(u0 * cg, u1 * cg), slice(u0 * og, u1 * og)
+
+
 def band(spec, n, r0, r1):
     """(sub-spec, first source row, source rows) of ``n`` samples and output rows
     [r0, r1): the band keeps the zero padding that falls inside it."""
+    if r0 == 0 and r1 >= spec.out_h:
+        return replace(spec, n=n), 0, spec.h
     top, _, left, right = spec.padding
     a, b = _band_rows(spec, r0, r1)
     s0, s1 = max(0, a - top), min(spec.h, b - top)
@@ -173,10 +199,10 @@ def band(spec, n, r0, r1):
     return replace(spec, n=n, h=rows, padding=(pt, pb, left, right)), s0, rows
 
 
-def tile_bytes(algo, spec, dtype, pass_, n, rows) -> int:
-    """Workspace of one tile (``n`` samples, the first ``rows`` output rows) plus the tile's
-    own result, which is copied (or added) into place."""
-    sub = band(spec, n, 0, rows)[0] if rows < spec.out_h else replace(spec, n=n)
+def tile_bytes(algo, spec, dtype, pass_, n, u, rows) -> int:
+    """Workspace of one tile (``n`` samples, ``u`` channel units, the first ``rows`` output
+    rows) plus the tile's own result, which is copied (or added) into place."""
+    sub = band(_unit_spec(spec, u), n, 0, rows)[0]
     return _own_bytes(algo, sub, dtype, pass_) + _result_bytes(sub, dtype, pass_)
 
 
@@ -184,8 +210,9 @@ _TILINGS: dict = {}
 
 
 def tiling(algo, spec, dtype, pass_, limit):
-    """``(samples per tile, output rows per tile)``: ``(spec.n, spec.out_h)`` when the
-    whole pass fits; None when not even one sample's one output row fits."""
+    """``(samples, channel units, output rows)`` per tile (:func:`units`): the whole
+    ``(spec.n, units(spec), spec.out_h)`` when the pass fits; None when not even one
+    sample's one unit's one output row fits."""
     key = (algo.name, spec, dtype, pass_, limit)
     plan = _TILINGS.get(key, False)
     if plan is False:
@@ -195,31 +222,42 @@ def tiling(algo, spec, dtype, pass_, limit):
     return plan
 
 
-def _tiling(algo, spec, dtype, pass_, limit):
-    if _own_bytes(algo, spec, dtype, pass_) <= limit:
-        return spec.n, spec.out_h
-    if spec.n == 0 or spec.out_h == 0:
-        return spec.n, spec.out_h
-    oh = spec.out_h
-    if tile_bytes(algo, spec, dtype, pass_, 1, oh) <= limit:
-        lo, hi = 1, spec.n                       # the most samples whose tile fits
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if tile_bytes(algo, spec, dtype, pass_, mid, oh) <= limit:
-                lo = mid
-            else:
-                hi = mid - 1
-        return lo, oh
-    if tile_bytes(algo, spec, dtype, pass_, 1, 1) > limit:
-        return None
-    lo, hi = 1, oh                               # the most output rows whose band fits
+def _most(lo, hi, ok):
+    """The largest v in [lo, hi] with ok(v) (ok monotone, ok(lo) true)."""
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if tile_bytes(algo, spec, dtype, pass_, 1, mid) <= limit:
+        if ok(mid):
             lo = mid
         else:
             hi = mid - 1
-    return 1, lo
+    return lo
+
+
+def _tiling(algo, spec, dtype, pass_, limit):
+    total, oh = units(spec), spec.out_h
+    whole = (spec.n, total, oh)
+    if _own_bytes(algo, spec, dtype, pass_) <= limit or spec.n == 0 or oh == 0:
+        return whole
+
+    def fits(n, u, r):
+        return tile_bytes(algo, spec, dtype, pass_, n, u, r) <= limit
+
+    if fits(1, total, oh):                       # whole samples: the most per tile
+        return _most(1, spec.n, lambda n: fits(n, total, oh)), total, oh
+    # one sample: the fewest tiles over channel units x bands of output rows
+    best, u = None, total
+    while True:
+        if fits(1, u, 1):
+            r = _most(1, oh, lambda r, u=u: fits(1, u, r))
+            count = -(-total // u) * -(-oh // r)
+            if best is None or count < best[0]:
+                best = (count, (1, u, r))
+            if r == oh:
+                break                            # fewer units cannot mean fewer tiles
+        if u == 1:
+            break
+        u = (u + 1) // 2
+    return None if best is None else best[1]
 
 
 def untiled(algo, spec, dtype, passes) -> bool:
@@ -245,10 +283,11 @@ def seen_spec(spec):
 
 
 def minimum_bytes(algo, spec, dtype, pass_) -> int:
-    """The workspace of the smallest tile (one sample, one output row) and its result."""
+    """The workspace of the smallest tile (one sample, one channel unit, one output row)
+    and its result."""
     if spec.n == 0 or spec.out_h == 0:
         return 0
-    return tile_bytes(algo, spec, dtype, pass_, 1, 1)
+    return tile_bytes(algo, spec, dtype, pass_, 1, 1, 1)
 
 
 def fits(algo, spec, dtype, passes, limit=None) -> bool:
@@ -266,7 +305,8 @@ def check(func, algo, spec, dtype, passes) -> None:
             need = minimum_bytes(algo, spec, dtype, p)
             raise WorkspaceLimitError(
                 f"{func}: algorithm {algo.name!r} needs at least {need} bytes of workspace "
-                f"for its {p} pass (one output row of one sample; "
+                f"for its {p} pass (its smallest tile: one output row of one sample and "
+                f"one output channel or group; "
                 f"{_own_bytes(algo, spec, dtype, p)} bytes untiled), but the workspace "
                 f"limit is {limit} bytes (convforge.set_workspace_limit or "
                 f"{_ENV})")
@@ -311,66 +351,75 @@ def _call_grad_weight(algo, x, g, spec, w_shape):
     return algo.grad_weight(x, g, spec, tuple(w_shape))
 
 
-def _tiles(spec, nb, rows):
+def _tiles(spec, plan):
+    """(samples, units, output rows) ranges of every tile of ``plan``."""
+    nb, ub, rb = plan
+    total = units(spec)
     for n0 in range(0, spec.n, nb):
-        n1 = min(spec.n, n0 + nb)
-        for r0 in range(0, spec.out_h, rows):
-            yield n0, n1, r0, min(spec.out_h, r0 + rows)
+        for u0 in range(0, total, ub):
+            for r0 in range(0, spec.out_h, rb):
+                yield ((n0, min(spec.n, n0 + nb)), (u0, min(total, u0 + ub)),
+                       (r0, min(spec.out_h, r0 + rb)))
+
+
+def _tile(spec, ns, us, rs):
+    """(sub-spec, samples, input channels, output channels, first source row, rows)."""
+    sub, s0, nrows = band(_unit_spec(spec, us[1] - us[0]), ns[1] - ns[0], *rs)
+    ci, co = _channels(spec, *us)
+    return sub, slice(*ns), ci, co, s0, nrows
+
+
+def _whole(spec, plan) -> bool:
+    return plan == (spec.n, units(spec), spec.out_h)
 
 
 def forward(algo, x, w, spec, bias=None):
     """F(x, w) (+ bias) by ``algo``, tiled under the workspace limit."""
-    nb, rows = _plan(algo, spec, x.dtype, "forward")
-    if nb >= spec.n and rows >= spec.out_h:
+    plan = _plan(algo, spec, x.dtype, "forward")
+    if _whole(spec, plan):
         return _call_forward(algo, x, w, spec, bias)
     out = x.new_empty(spec.output_shape)
-    for n0, n1, r0, r1 in _tiles(spec, nb, rows):
-        sub, s0, nrows = band(spec, n1 - n0, r0, r1) if rows < spec.out_h else (
-            replace(spec, n=n1 - n0), 0, spec.h)
-        dst = out[n0:n1, :, r0:r1]
+    for ns, us, rs in _tiles(spec, plan):
+        sub, n, ci, co, s0, nrows = _tile(spec, ns, us, rs)
+        dst = out[n, co, rs[0]:rs[1]]
+        b = None if bias is None else bias[co]
         if nrows == 0:                             # outputs that read only padding
             dst.zero_()
-            if bias is not None:
-                dst.add_(bias.view(1, -1, 1, 1))
+            if b is not None:
+                dst.add_(b.view(1, -1, 1, 1))
             continue
-        dst.copy_(_call_forward(algo, x[n0:n1].narrow(2, s0, nrows), w, sub, bias))
+        dst.copy_(_call_forward(algo, x[n, ci].narrow(2, s0, nrows), w[co], sub, b))
     return out
 
 
 def grad_input(algo, g, w, spec, x_shape):
-    """Gi(g, w) by ``algo``, tiled under the workspace limit."""
-    nb, rows = _plan(algo, spec, g.dtype, "grad_input")
-    if nb >= spec.n and rows >= spec.out_h:
+    """Gi(g, w) by ``algo``, tiled under the workspace limit (bands of overlapping rows
+    and the output channels of one group add up)."""
+    plan = _plan(algo, spec, g.dtype, "grad_input")
+    if _whole(spec, plan):
         return _call_grad_input(algo, g, w, spec, x_shape)
     gx = g.new_zeros(tuple(x_shape))
-    for n0, n1, r0, r1 in _tiles(spec, nb, rows):
-        if rows >= spec.out_h:
-            sub = replace(spec, n=n1 - n0)
-            gx[n0:n1] = _call_grad_input(algo, g[n0:n1], w, sub, (sub.n,) + tuple(x_shape[1:]))
-            continue
-        sub, s0, nrows = band(spec, n1 - n0, r0, r1)
+    for ns, us, rs in _tiles(spec, plan):
+        sub, n, ci, co, s0, nrows = _tile(spec, ns, us, rs)
         if nrows == 0:
             continue
-        part = _call_grad_input(algo, g[n0:n1, :, r0:r1], w, sub,
-                                (sub.n, spec.c_in, nrows, spec.w))
-        gx[n0:n1, :, s0:s0 + nrows] += part
+        part = _call_grad_input(algo, g[n, co, rs[0]:rs[1]], w[co], sub,
+                                (sub.n, sub.c_in, nrows, spec.w))
+        gx[n, ci, s0:s0 + nrows] += part
     return gx
 
 
 def grad_weight(algo, x, g, spec, w_shape):
     """Gw(x, g) by ``algo``, tiled under the workspace limit (tiles' gradients summed)."""
-    nb, rows = _plan(algo, spec, x.dtype, "grad_weight")
-    if nb >= spec.n and rows >= spec.out_h:
+    plan = _plan(algo, spec, x.dtype, "grad_weight")
+    if _whole(spec, plan):
         return _call_grad_weight(algo, x, g, spec, w_shape)
-    gw = None
-    for n0, n1, r0, r1 in _tiles(spec, nb, rows):
-        if rows >= spec.out_h:
-            sub, s0, nrows = replace(spec, n=n1 - n0), 0, spec.h
-        else:
-            sub, s0, nrows = band(spec, n1 - n0, r0, r1)
+    gw = x.new_zeros(tuple(w_shape))
+    for ns, us, rs in _tiles(spec, plan):
+        sub, n, ci, co, s0, nrows = _tile(spec, ns, us, rs)
         if nrows == 0:
             continue
-        part = _call_grad_weight(algo, x[n0:n1].narrow(2, s0, nrows),
-                                 g[n0:n1, :, r0:r1], sub, w_shape)
-        gw = part if gw is None else gw.add_(part)
-    return x.new_zeros(tuple(w_shape)) if gw is None else gw
+        part = _call_grad_weight(algo, x[n, ci].narrow(2, s0, nrows), g[n, co, rs[0]:rs[1]],
+                                 sub, (sub.c_out,) + tuple(w_shape[1:]))
+        gw[co] += part
+    return gw
