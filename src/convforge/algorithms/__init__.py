@@ -19,8 +19,8 @@ one line in ``_MODULES``; it then joins every parity test and benchmark by itsel
 
 ``workspace_bytes`` is an upper bound of the memory one untiled pass (``"forward"``,
 ``"grad_input"``, ``"grad_weight"``) allocates besides its result, for the spec it is
-handed; :mod:`convforge.workspace` tiles any pass over the limit (batch, then bands of
-output rows), so an algorithm itself never has to.
+handed; :mod:`convforge.workspace` tiles any pass over the limit (batch, then output
+channels and bands of output rows), so an algorithm itself never has to.
 
 A module that sets ``FUSED_BIAS = True`` takes ``forward(x, w, spec, bias)`` and adds the
 bias ``(C_out,)`` itself (inside its GEMM or loop); the others' outputs get it added in place.
