@@ -178,7 +178,10 @@ def grad_weight(x, grad_out, spec, w_shape):
 
 def _task_bytes(n, c_out, h, w, kh, kw, pads, spread, stride, dilation, b, grad=False):
     """Scratch of the tasks running at once: each holds its zero-padded phase images
-    (``stack`` planes) and an output run (forward) or a gradient block (weight gradient)."""
+    (``stack`` planes) and an output run (forward) or a gradient block (weight gradient).
+    An empty batch or channel set runs no task."""
+    if n <= 0 or c_out <= 0:
+        return 0
     hp, wp, hq, wq, oh, _ = _geometry(h, w, kh, kw, pads, spread, stride, dilation)
     threads = max(1, torch.get_num_threads())
     chunk = _chunk(n, c_out, threads)
@@ -211,6 +214,7 @@ def workspace_bytes(spec, dtype, pass_):
     return b * (inp + out + (spec.n + 1) * weight) + _task_bytes(
         spec.n, spec.c_out, spec.h, spec.w, *geometry, spec.padding, (1, 1), spec.stride,
         spec.dilation, b, grad=True)
+
 
 def cost(spec, dtype, device):
     """Estimated seconds of the forward pass: taps x run elements (a plane's run is its
