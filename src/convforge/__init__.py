@@ -7,6 +7,7 @@ from .dispatch import choose_algorithm, choose_plan
 from .filters import filter2d
 from .fit import FitResult, fit_kernel
 from .functional import conv1d, conv2d, conv2d_input, conv2d_weight, conv_transpose2d, corr2d
+from .functional_nd import conv3d, conv_transpose1d, conv_transpose3d
 from .shapes import (
     book_output_size,
     conv_bytes,
@@ -31,7 +32,8 @@ __all__ = [
     "backends", "choose_plan",
     "filter2d", "filters", "kernels",
     "algorithms", "book_output_size", "choose_algorithm", "conv1d", "conv2d", "conv2d_input",
-    "conv2d_weight", "conv_bytes", "conv_flops", "conv_transpose2d", "convolve2d", "corr2d",
+    "conv2d_weight", "conv3d", "conv_transpose1d", "conv_transpose3d",
+    "conv_bytes", "conv_flops", "conv_transpose2d", "convolve2d", "corr2d",
     "correlate2d", "make_spec", "make_transpose_spec", "output_shape", "output_size",
     "receptive_field", "same_padding", "transpose_output_size", "warmup",
     "WorkspaceLimitError", "get_workspace_limit", "set_workspace_limit",

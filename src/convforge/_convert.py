@@ -14,15 +14,16 @@ from torch import nn as tnn
 from . import nn as cnn
 from .algorithms import REGISTRY
 
-_TORCH = {cnn.Conv1d: tnn.Conv1d, cnn.Conv2d: tnn.Conv2d,
-          cnn.ConvTranspose2d: tnn.ConvTranspose2d}
+_TORCH = {cnn.Conv1d: tnn.Conv1d, cnn.Conv2d: tnn.Conv2d, cnn.Conv3d: tnn.Conv3d,
+          cnn.ConvTranspose1d: tnn.ConvTranspose1d, cnn.ConvTranspose2d: tnn.ConvTranspose2d,
+          cnn.ConvTranspose3d: tnn.ConvTranspose3d}
 _OURS = {v: k for k, v in _TORCH.items()}
 _TORCH_MODES = frozenset({"zeros", "reflect", "replicate", "circular"})
 
 
 def convert(module, *, algorithm="auto", measure=None):
-    """Replace, in place and recursively, every ``torch.nn.Conv1d``, ``Conv2d`` and
-    ``ConvTranspose2d`` of ``module`` (itself included) by convforge's layer.
+    """Replace, in place and recursively, every ``torch.nn.Conv1d``, ``Conv2d``,
+    ``Conv3d`` and ``ConvTranspose1d/2d/3d`` of ``module`` (itself included) by convforge's layer.
 
     Each converted layer keeps its parameter tensors, buffers, hooks and attributes, so
     an optimizer or a ``state_dict`` made before the call keeps working; subclasses of
@@ -97,7 +98,7 @@ def _reversed_padding_twice(layer, padding):
 
 
 def revert(module):
-    """Turn every convforge ``Conv1d``, ``Conv2d`` and ``ConvTranspose2d`` of ``module``
+    """Turn every convforge ``Conv1d/2d/3d`` and ``ConvTranspose1d/2d/3d`` of ``module``
     back into torch's layer, in place (the inverse of :func:`convert`).
 
     Raises:

@@ -1,6 +1,6 @@
-"""Layers: drop-ins for ``torch.nn.Conv1d`` / ``Conv2d`` / ``ConvTranspose2d`` and the book's layer.
+"""Layers: drop-ins for torch's ``Conv1d/2d/3d`` and ``ConvTranspose1d/2d/3d``, and the book's.
 
-:class:`Conv1d`, :class:`Conv2d` and :class:`ConvTranspose2d` have torch's parameter names,
+The drop-ins have torch's parameter names,
 attributes and shapes, torch's
 initialisation (Kaiming-uniform with ``a = sqrt(5)``, bias uniform in
 ``+-1/sqrt(fan_in)``, drawn in the same order, so a seeded layer holds the very numbers
@@ -29,12 +29,21 @@ import torch
 from torch import nn
 from torch.nn import init
 
-from . import functional, ops
+from . import functional, functional_nd, ops
 from .algorithms import REGISTRY
 from .plan import ConvPlan, autocast_cast, autocast_dtype, global_state
-from .spec import _is_int, _pair, make_spec, make_transpose_spec
+from .spec import (
+    _is_int,
+    _ntuple,
+    _pair,
+    make_spec,
+    make_spec3d,
+    make_transpose_spec,
+    make_transpose_spec_nd,
+)
 
-__all__ = ["Conv1d", "Conv2d", "ConvTranspose2d", "Corr2d", "convert", "revert"]
+__all__ = ["Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d",
+           "ConvTranspose3d", "Corr2d", "convert", "revert"]
 
 #: attributes whose change makes a layer's cached plans stale
 _CONFIG = frozenset({"in_channels", "out_channels", "kernel_size", "stride", "padding",
@@ -373,6 +382,152 @@ class ConvTranspose2d(_ConvBase):
         return functional.conv_transpose2d(input, self.weight, self.bias, self.stride,
                                            self.padding, output_padding, self.groups,
                                            self.dilation, algorithm=self.algorithm)
+
+
+def _output_padding_nd(func, input, output_size, layer):
+    """output_padding that makes a transposed layer's output ``output_size`` (torch's rule)."""
+    nd = len(layer.kernel_size)
+    if output_size is None:
+        return layer.output_padding
+    output_size = [int(s) for s in output_size]
+    lead = input.dim() - nd
+    if len(output_size) == lead + nd:
+        output_size = output_size[lead:]
+    if len(output_size) != nd:
+        raise ValueError(
+            f"{func}: for {input.dim()}D input, output_size must have {nd} or "
+            f"{lead + nd} elements, but got {len(output_size)}")
+    mins = [(input.shape[lead + a] - 1) * layer.stride[a] - 2 * layer.padding[a]
+            + layer.dilation[a] * (layer.kernel_size[a] - 1) + 1 for a in range(nd)]
+    maxs = [mins[a] + layer.stride[a] - 1 for a in range(nd)]
+    for a in range(nd):
+        if not mins[a] <= output_size[a] <= maxs[a]:
+            raise ValueError(
+                f"{func}: requested an output size of {output_size}, but valid sizes range "
+                f"from {mins} to {maxs} (for an input of {tuple(input.shape[lead:])})")
+    return tuple(output_size[a] - mins[a] for a in range(nd))
+
+
+class Conv3d(_ConvBase):
+    """A drop-in for ``torch.nn.Conv3d`` computed by :func:`convforge.conv3d`.
+
+    Args:
+        in_channels, out_channels, groups, bias, device, dtype: as torch.
+        kernel_size, stride, dilation: int or triple.
+        padding: int, triple, ``((front, back), (top, bottom), (left, right))``,
+            ``"valid"`` or ``"same"`` (also with stride: output ``ceil(D / sD)``...).
+        padding_mode: ``"zeros"``, ``"reflect"``, ``"replicate"``, ``"circular"`` or
+            ``"symmetric"``.
+        algorithm, measure: as :class:`Conv2d` (for the 2D convolution of each depth tap).
+
+    Shape:
+        ``(N, C_in, D, H, W) -> (N, C_out, oD, oH, oW)``, each axis as in :class:`Conv2d`.
+
+    Example:
+        >>> Conv3d(2, 4, 3, stride=2, padding="same")(torch.randn(1, 2, 5, 6, 7)).shape
+        torch.Size([1, 4, 3, 3, 4])
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 dilation=1, groups=1, bias=True, padding_mode="zeros", device=None,
+                 dtype=None, *, algorithm="auto", measure=None):
+        super().__init__()
+        func = type(self).__name__
+        _check_channels(func, in_channels, out_channels, groups)
+        kernel_size = _ntuple(func, "kernel_size", kernel_size, 3, minimum=1)
+        stride = _ntuple(func, "stride", stride, 3, minimum=1)
+        dilation = _ntuple(func, "dilation", dilation, 3, minimum=1)
+        _check_algorithm(func, algorithm)
+        size = _dummy_size(kernel_size, dilation, padding)
+        cpg = in_channels // groups if _is_int(groups) and groups >= 1 else in_channels
+        make_spec3d(func, (1, in_channels, size, size, size),
+                    (out_channels, cpg, *kernel_size), stride=stride, padding=padding,
+                    dilation=dilation, groups=groups, padding_mode=padding_mode)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.dilation = kernel_size, stride, dilation
+        if isinstance(padding, str):
+            self.padding = padding
+        elif _is_int(padding) or all(_is_int(p) for p in padding):
+            self.padding = _ntuple(func, "padding", padding, 3, minimum=0)
+        else:
+            self.padding = tuple(tuple(int(v) for v in p) for p in padding)
+        self.groups, self.padding_mode, self.algorithm = groups, padding_mode, algorithm
+        self.measure = measure
+        self.transposed, self.output_padding = False, (0, 0, 0)
+        self._init_parameters((out_channels, in_channels // groups, *kernel_size), bias,
+                              {"device": device, "dtype": dtype})
+
+    def forward(self, input):
+        """Convolve ``input`` ``(N, C_in, D, H, W)`` or ``(C_in, D, H, W)``."""
+        return functional_nd.conv3d(input, self.weight, self.bias, self.stride, self.padding,
+                                    self.dilation, self.groups,
+                                    padding_mode=self.padding_mode, algorithm=self.algorithm,
+                                    measure=self.measure)
+
+
+class _ConvTransposeNd(_ConvBase):
+    _ndim = 0
+    _function = None
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 output_padding=0, groups=1, bias=True, dilation=1, padding_mode="zeros",
+                 device=None, dtype=None, *, algorithm="auto"):
+        super().__init__()
+        func, nd = type(self).__name__, self._ndim
+        _check_channels(func, in_channels, out_channels, groups)
+        if padding_mode != "zeros":
+            raise ValueError(
+                f"{func}: padding_mode must be 'zeros' (as in torch), but got {padding_mode!r}")
+        kernel_size = _ntuple(func, "kernel_size", kernel_size, nd, minimum=1)
+        _check_algorithm(func, algorithm)
+        size = 1
+        if not isinstance(padding, str):     # a string is refused by the spec
+            size = 2 * max(_ntuple(func, "padding", padding, nd, minimum=0)) + 1
+        cpg = out_channels // groups if _is_int(groups) and groups >= 1 else out_channels
+        ts = make_transpose_spec_nd(func, nd, (1, in_channels) + (size,) * nd,
+                                    (in_channels, cpg, *kernel_size), stride=stride,
+                                    padding=padding, output_padding=output_padding,
+                                    groups=groups, dilation=dilation)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.dilation = kernel_size, ts.stride, ts.dilation
+        self.padding, self.output_padding = ts.padding, ts.output_padding
+        self.groups, self.padding_mode, self.algorithm = groups, padding_mode, algorithm
+        self.transposed = True
+        self._init_parameters((in_channels, out_channels // groups, *kernel_size), bias,
+                              {"device": device, "dtype": dtype})
+
+    def forward(self, input, output_size=None):
+        """Transposed convolution of ``input``; ``output_size`` picks the output_padding."""
+        output_padding = _output_padding_nd(type(self).__name__, input, output_size, self)
+        return type(self)._function(input, self.weight, self.bias, self.stride, self.padding,
+                                    output_padding, self.groups, self.dilation,
+                                    algorithm=self.algorithm)
+
+
+class ConvTranspose1d(_ConvTransposeNd):
+    """A drop-in for ``torch.nn.ConvTranspose1d`` computed by
+    :func:`convforge.conv_transpose1d` (arguments as :class:`ConvTranspose2d`, one axis).
+
+    Example:
+        >>> ConvTranspose1d(2, 3, 4, stride=2, padding=1)(torch.randn(1, 2, 5)).shape
+        torch.Size([1, 3, 10])
+    """
+
+    _ndim = 1
+    _function = staticmethod(functional_nd.conv_transpose1d)
+
+
+class ConvTranspose3d(_ConvTransposeNd):
+    """A drop-in for ``torch.nn.ConvTranspose3d`` computed by
+    :func:`convforge.conv_transpose3d` (arguments as :class:`ConvTranspose2d`, three axes).
+
+    Example:
+        >>> ConvTranspose3d(2, 3, 2, stride=2)(torch.randn(1, 2, 2, 3, 4)).shape
+        torch.Size([1, 3, 4, 6, 8])
+    """
+
+    _ndim = 3
+    _function = staticmethod(functional_nd.conv_transpose3d)
 
 
 class Corr2d(nn.Module):

@@ -1,0 +1,369 @@
+"""``conv3d``, ``conv_transpose3d`` and ``conv_transpose1d`` on the 2D core.
+
+There is no 3D algorithm here: a 3D cross-correlation is a sum over the depth taps of 2D
+ones,
+
+    out[:, :, od] = sum_k conv2d(x[:, :, od*sD + k*dD - front], w[:, :, k])
+
+where ``conv2d`` gets the height/width stride, padding, dilation, groups, padding mode and
+algorithm, and does what it does for 2D: checks, plans, tiles under the workspace limit,
+chooses an algorithm per pass and differentiates (its three autograd Functions, so
+gradients of every order come from the 2D core).
+
+**Batching the depth taps.** The input is copied once into *depth-major* order, ``(N, C,
+D, H, W) -> (D, N, C, H, W)`` (with stride ``sD > 1``: one block per phase ``d mod sD``).
+For tap ``k`` the input depths that the output depths ``od`` read, ``od*sD + k*dD -
+front``, are then one contiguous range of one block: it is reshaped, without a copy, into a
+batch of ``m*N`` planes ``(m*N, C, H, W)`` and convolved by *one* ``conv2d`` call, whose
+``(m*N, C_out, oH, oW)`` result is added into the output depths ``[lo, lo + m)`` of a
+depth-major output ``(oD, N, C_out, oH, oW)``. Zero depth padding costs nothing: the taps
+that would read the padding are skipped (each tap's range is cut to the input); other
+padding modes gather the depth-padded copy in the same single copy (``pad_input``'s index
+maps: reflect, replicate, circular, symmetric), and the height/width padding of every mode
+is ``conv2d``'s.
+
+**Costs.** Besides the 2D convolutions (``kD`` calls, on batches of up to ``oD*N`` planes):
+one copy of the input into depth-major order (two for non-zero padding modes with a
+depth stride that does not divide the padded depth), ``kD - 1`` additions of an
+output-sized slab, and one copy of the output back to ``(N, C_out, oD, oH, oW)``. For a
+non-zero height/width padding mode ``conv2d`` pads each tap's slab (one copy of the slab per
+tap). The backward pass mirrors this: the 2D gradients of each tap, plus the adds of the
+slabs' input gradients into one depth-major buffer and one copy back. The relayouts are
+autograd Functions whose backward is the inverse relayout, so each pass makes its layout
+copy once rather than once per tap.
+
+``conv_transpose3d`` is the same sum read backwards: tap ``k`` of input depth ``id``
+lands on output depth ``id*sD + k*dD - padD``, so each tap is one
+:func:`convforge.conv_transpose2d` call on a batch of input depths whose results are added
+into one phase (``o mod sD``) of a phase-blocked output. ``conv_transpose1d`` is a
+height-1 :func:`convforge.conv_transpose2d`, as :func:`convforge.conv1d` is a height-1
+``conv2d``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from . import functional
+from .algorithms import REGISTRY
+from .plan import autocast_cast, autocast_dtype, compute_dtype
+from .spec import (
+    as_tensor,
+    check_dtypes,
+    depth_index_map,
+    make_spec3d,
+    make_transpose_spec_nd,
+)
+
+__all__ = ["conv3d", "conv_transpose1d", "conv_transpose3d"]
+
+
+def _prepare(func, input, weight, bias):
+    x, from_numpy = as_tensor(func, "input", input)
+    w, _ = as_tensor(func, "weight", weight)
+    b, _ = as_tensor(func, "bias", bias, allow_none=True)
+    check_dtypes(func, x, w, b)
+    return x, w, b, from_numpy
+
+
+def _check_algorithm(func, algorithm):
+    if not isinstance(algorithm, str):
+        raise TypeError(f"{func}: algorithm must be a string, but got {algorithm!r}")
+    if algorithm != "auto" and algorithm not in REGISTRY:
+        raise ValueError(f"{func}: algorithm must be 'auto' or one of {sorted(REGISTRY)}, "
+                         f"but got {algorithm!r}")
+
+
+def _renamed(func, inner, exc):
+    """``exc`` raised by the 2D function ``inner``, as raised by ``func`` (same type)."""
+    msg = str(exc)
+    if msg.startswith(f"{inner}: "):
+        msg = f"{func}: {msg[len(inner) + 2:]}"
+    try:
+        return type(exc)(msg)
+    except TypeError:                         # an exception type with another signature
+        return exc
+
+
+def _autocast(x, fn, *args):
+    """Under torch.autocast: cast as torch casts a convolution's operands, then run ``fn``
+    with autocast off (the 2D calls inside then compute in that dtype). None otherwise."""
+    low = autocast_dtype(x)
+    if low is None or not isinstance(args[0], torch.Tensor):
+        return None
+    cast = autocast_cast(low, x, *args[:2])
+    with torch.autocast(x.device.type, enabled=False):
+        return fn(*cast, *args[2:])
+
+
+class _Permute(torch.autograd.Function):
+    """``x.permute(dims).contiguous()`` whose gradient is contiguous in ``x``'s order: the
+    per-tap gradient slabs are then views, and the relayout is copied once per pass."""
+
+    @staticmethod
+    def forward(ctx, x, dims):
+        ctx.dims = dims
+        return x.permute(dims).contiguous()
+
+    @staticmethod
+    def backward(ctx, g):
+        inverse = tuple(sorted(range(len(ctx.dims)), key=ctx.dims.__getitem__))
+        return _Permute.apply(g, inverse), None
+
+
+class _Slabs(torch.autograd.Function):
+    """The slabs ``x[a:b]`` of one tensor for several ranges (views); the backward adds
+    their gradients into one zero buffer (instead of one input-sized buffer per slab)."""
+
+    @staticmethod
+    def forward(ctx, x, ranges):
+        ctx.ranges, ctx.shape = ranges, x.shape
+        return tuple(x[a:b] for a, b in ranges)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        out = None
+        for (a, b), g in zip(ctx.ranges, grads, strict=True):
+            if g is None:
+                continue
+            if out is None:
+                out = g.new_zeros(ctx.shape)
+            out[a:b] += g
+        return out, None
+
+
+def _depth_major(x, spec):
+    """``x`` ``(N, C, D, H, W)`` as ``(sD * Q, N, C, H, W)``: block ``p`` (rows ``p*Q`` to
+    ``p*Q + Q``) holds the depth-padded input's depths ``p, p + sD, ...``; the depth
+    padding is applied here for non-zero modes (the returned offset is then 0)."""
+    sd = spec.stride[0]
+    front, back = spec.padding[0], spec.padding[1]
+    if spec.padding_mode != "zeros" and (front or back):
+        idx = depth_index_map(spec.d, front, back, spec.padding_mode).to(x.device)
+        x = x.index_select(2, idx)                          # (N, C, Dp, H, W)
+        front = 0
+    depth = x.shape[2]
+    q = -(-depth // sd)
+    if sd == 1:
+        return _Permute.apply(x, (2, 0, 1, 3, 4)), front, q
+    if q * sd != depth:
+        x = F.pad(x, (0, 0, 0, 0, 0, q * sd - depth))        # never read: rows past Dp
+    n, c, _, h, w = x.shape
+    x = x.reshape(n, c, q, sd, h, w)
+    return _Permute.apply(x, (3, 2, 0, 1, 4, 5)).reshape(sd * q, n, c, h, w), front, q
+
+
+def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
+           padding_mode="zeros", algorithm="auto", measure=None):
+    """3D cross-correlation with torch's ``F.conv3d`` semantics, on the 2D core.
+
+    Args:
+        input: ``(N, C_in, D, H, W)`` or unbatched ``(C_in, D, H, W)``; tensor or NumPy.
+        weight: ``(C_out, C_in / groups, kD, kH, kW)``.
+        bias: optional ``(C_out,)``.
+        stride, dilation: int or ``(sD, sH, sW)``; positive.
+        padding: int, ``(pD, pH, pW)``, per side ``((front, back), (top, bottom), (left,
+            right))``, ``"valid"`` or ``"same"`` (also with stride: output ``ceil(D /
+            sD)`` etc., the odd extra sample at the back/bottom/right).
+        groups: blocked connections from input to output channels.
+        padding_mode: ``"zeros"``, ``"reflect"``, ``"replicate"``, ``"circular"`` or
+            ``"symmetric"``, on all three axes.
+        algorithm: ``"auto"`` or a name from :func:`convforge.algorithms`, for the 2D
+            convolution of every depth tap (each must support that 2D sub-problem).
+        measure: as :func:`convforge.conv2d`'s, for each tap's 2D call.
+
+    Returns:
+        ``(N, C_out, oD, oH, oW)`` (or unbatched), same dtype and kind as ``input``.
+
+    Shape:
+        ``oD = floor((D + front + back - dD (kD - 1) - 1) / sD) + 1``, likewise oH, oW.
+
+    How: one ``conv2d`` per depth tap on a batch of depth slices (module docstring: one
+    depth-major copy of the input, ``kD - 1`` output-sized adds, one output copy).
+
+    Example:
+        >>> conv3d(torch.ones(1, 1, 3, 3, 3), torch.ones(1, 1, 2, 2, 2)).shape
+        torch.Size([1, 1, 2, 2, 2])
+    """
+    func = "conv3d"
+    out = _autocast(input, lambda x, w, b: conv3d(
+        x, w, b, stride, padding, dilation, groups, padding_mode=padding_mode,
+        algorithm=algorithm, measure=measure), weight, bias)
+    if out is not None:
+        return out
+    x, w, b, from_numpy = _prepare(func, input, weight, bias)
+    spec = make_spec3d(func, x.shape, w.shape, bias=b, stride=stride, padding=padding,
+                       dilation=dilation, groups=groups, padding_mode=padding_mode)
+    _check_algorithm(func, algorithm)
+    dtype, ct = x.dtype, compute_dtype(x.dtype)
+    x, w = x.to(ct), w.to(ct)
+    b = None if b is None else b.to(ct)
+    xb = x if spec.batched else x.unsqueeze(0)
+    n, od, (oh, ow) = spec.n, spec.out[0], spec.out[1:]
+    sd, dd = spec.stride[0], spec.dilation[0]
+    xd, front, q = _depth_major(xb, spec)                     # (sD * Q, N, C, H, W)
+    depth = spec.d if spec.padding_mode == "zeros" else spec.padded[0]
+    taps = []                                                 # (k, lo, m, first input row)
+    for k in range(spec.kd):
+        start = k * dd - front               # input depth of output depth 0, tap k
+        lo = max(0, -(start // sd))
+        hi = min(od, (depth - 1 - start) // sd + 1)
+        if hi > lo:
+            i0 = lo * sd + start
+            taps.append((k, lo, hi - lo, (i0 % sd) * q + i0 // sd))
+    if not taps:                 # every output depth reads padding only: one empty tap
+        taps.append((0, 0, 0, 0))          # keeps the output differentiable in x and w
+    plane = dict(stride=spec.stride[1:], padding=spec.plane_padding,
+                 dilation=spec.dilation[1:], groups=spec.groups, padding_mode=padding_mode,
+                 algorithm=algorithm, measure=measure)
+    slabs = _Slabs.apply(xd, tuple((r, r + m) for _, _, m, r in taps))
+    # the first tap that covers every output depth starts the sum (and adds the bias)
+    full = next((i for i, (_, lo, m, _) in enumerate(taps) if lo == 0 and m == od), None)
+    order = ([full] if full is not None else []) + [i for i in range(len(taps)) if i != full]
+    acc = None
+    if full is None:
+        acc = xd.new_zeros((od, n, spec.c_out, oh, ow))
+        if b is not None:
+            acc = acc + b.view(1, 1, -1, 1, 1)
+    for i in order:
+        k, lo, m, _ = taps[i]
+        planes = slabs[i].reshape(m * n, spec.c_in, *slabs[i].shape[3:])
+        y = _conv2d(func, planes, w[:, :, k], b if i == full else None, plane)
+        y = y.reshape(m, n, spec.c_out, oh, ow)
+        if acc is None:
+            # the sum is made in place: a view returned by the 2D autograd Functions may
+            # not be modified in place, so it starts from a copy when taps follow
+            acc = y.clone() if len(taps) > 1 and y._is_view() else y
+        else:
+            acc[lo:lo + m] += y
+    out = _Permute.apply(acc, (1, 2, 0, 3, 4))                # (N, C_out, oD, oH, oW)
+    out = out.to(dtype)
+    if not spec.batched:
+        out = out.squeeze(0)
+    return out.detach().numpy() if from_numpy else out
+
+
+def _conv2d(func, x, w, b, kw):
+    """One tap: ``convforge.conv2d``'s own path (its plan cache), its errors named ``func``."""
+    return functional._conv(func, x, w, b, kw["stride"], kw["padding"], kw["dilation"],
+                            kw["groups"], kw["padding_mode"], kw["algorithm"], kw["measure"])
+
+
+def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_padding=0,
+                     groups=1, dilation=1, *, algorithm="auto"):
+    """Transposed 3D convolution with torch's ``F.conv_transpose3d`` semantics.
+
+    The adjoint (input gradient) of :func:`conv3d` with the same weight, stride, dilation
+    and groups, cropped by ``padding`` on each side and extended by ``output_padding`` at
+    the back/bottom/right; computed as one :func:`convforge.conv_transpose2d` per depth
+    tap on a batch of input depth slices, each added into the output depths it reaches.
+
+    Args:
+        input: ``(N, C_in, D, H, W)`` or ``(C_in, D, H, W)``.
+        weight: ``(C_in, C_out / groups, kD, kH, kW)``.
+        stride, padding, output_padding, dilation: int or triple (``padding`` >= 0, no
+            strings, as in torch); ``output_padding`` smaller than stride or dilation.
+        algorithm: ``"auto"`` or a name from :func:`convforge.algorithms` for each tap's
+            2D transposed convolution.
+
+    Returns:
+        ``(N, C_out, oD, oH, oW)`` with ``oD = (D - 1) sD - 2 pD + dD (kD - 1) +
+        output_padding + 1``.
+
+    Costs: one depth-major copy of the input, ``kD`` 2D transposed convolutions, ``kD``
+    output-sized adds, one copy of the output back to ``(N, C_out, oD, oH, oW)``.
+
+    Example:
+        >>> conv_transpose3d(torch.ones(1, 2, 2, 2, 2), torch.ones(2, 1, 2, 2, 2),
+        ...                  stride=2).shape
+        torch.Size([1, 1, 4, 4, 4])
+    """
+    func = "conv_transpose3d"
+    out = _autocast(input, lambda x, w, b: conv_transpose3d(
+        x, w, b, stride, padding, output_padding, groups, dilation, algorithm=algorithm),
+        weight, bias)
+    if out is not None:
+        return out
+    x, w, b, from_numpy = _prepare(func, input, weight, bias)
+    ts = make_transpose_spec_nd(func, 3, x.shape, w.shape, bias=b, stride=stride,
+                                padding=padding, output_padding=output_padding,
+                                groups=groups, dilation=dilation)
+    _check_algorithm(func, algorithm)
+    dtype, ct = x.dtype, compute_dtype(x.dtype)
+    x, w = x.to(ct), w.to(ct)
+    b = None if b is None else b.to(ct)
+    xb = x if ts.batched else x.unsqueeze(0)
+    n, (d, h, wd), (od, oh, ow) = ts.n, ts.size, ts.out
+    sd, pd, dd = ts.stride[0], ts.padding[0], ts.dilation[0]
+    q = -(-od // sd)                          # output depths per phase o mod sD
+    xd = _Permute.apply(xb, (2, 0, 1, 3, 4))                  # (D, N, C_in, H, W)
+    taps = []                                 # (k, input rows lo, m, output row in blocks)
+    for k in range(ts.kernel[0]):
+        start = k * dd - pd                   # output depth of input depth 0, tap k
+        lo = max(0, -(start // sd))
+        hi = min(d, (od - 1 - start) // sd + 1)
+        if hi > lo:
+            o0 = lo * sd + start
+            taps.append((k, lo, hi - lo, (o0 % sd) * q + o0 // sd))
+    if not taps:                 # the crop removes everything the taps reach
+        taps.append((0, 0, 0, 0))
+    slabs = _Slabs.apply(xd, tuple((lo, lo + m) for _, lo, m, _ in taps))
+    shape = (sd * q, n, ts.c_out, oh, ow)                     # phase blocks of output rows
+    acc = xd.new_zeros(shape)
+    if b is not None:
+        acc = acc + b.view(1, 1, -1, 1, 1)
+    for (k, _, m, r), slab in zip(taps, slabs, strict=True):
+        planes = slab.reshape(m * n, ts.c_in, h, wd)
+        try:
+            y = functional.conv_transpose2d(
+                planes, w[:, :, k], None, ts.stride[1:], ts.padding[1:],
+                ts.output_padding[1:], groups, ts.dilation[1:], algorithm=algorithm)
+        except (TypeError, ValueError, MemoryError) as e:
+            raise _renamed(func, "conv_transpose2d", e) from None
+        acc[r:r + m] += y.reshape(m, n, ts.c_out, oh, ow)
+    if sd == 1:
+        out = _Permute.apply(acc, (1, 2, 0, 3, 4))             # (N, C_out, oD, oH, oW)
+    else:
+        acc = acc.view(sd, q, n, ts.c_out, oh, ow)
+        out = _Permute.apply(acc, (2, 3, 1, 0, 4, 5)).reshape(n, ts.c_out, q * sd, oh, ow)
+        if q * sd != od:
+            out = out[:, :, :od].contiguous()
+    out = out.to(dtype)
+    if not ts.batched:
+        out = out.squeeze(0)
+    return out.detach().numpy() if from_numpy else out
+
+
+def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0,
+                     groups=1, dilation=1, *, algorithm="auto"):
+    """Transposed 1D convolution with torch's ``F.conv_transpose1d`` semantics: a
+    height-1 :func:`convforge.conv_transpose2d`.
+
+    Args:
+        input: ``(N, C_in, L)`` or ``(C_in, L)``.
+        weight: ``(C_in, C_out / groups, k)``.
+        stride, padding, output_padding, dilation: ints (or 1-tuples).
+        algorithm: as :func:`convforge.conv_transpose2d`'s.
+
+    Returns:
+        ``(N, C_out, oL)`` with ``oL = (L - 1) s - 2 p + d (k - 1) + output_padding + 1``.
+
+    Example:
+        >>> conv_transpose1d(torch.ones(1, 1, 3), torch.ones(1, 1, 2), stride=2)
+        tensor([[[1., 1., 1., 1., 1., 1.]]])
+    """
+    func = "conv_transpose1d"
+    x, w, b, from_numpy = _prepare(func, input, weight, bias)
+    ts = make_transpose_spec_nd(func, 1, x.shape, w.shape, bias=b, stride=stride,
+                                padding=padding, output_padding=output_padding,
+                                groups=groups, dilation=dilation)
+    _check_algorithm(func, algorithm)
+    try:
+        y = functional.conv_transpose2d(
+            x.unsqueeze(-2), w.unsqueeze(-2), b, (1,) + ts.stride, (0,) + ts.padding,
+            (0,) + ts.output_padding, groups, (1,) + ts.dilation, algorithm=algorithm)
+    except (TypeError, ValueError, MemoryError) as e:
+        raise _renamed(func, "conv_transpose2d", e) from None
+    y = y.squeeze(-2)                                          # (N, C_out, oL)
+    return y.detach().numpy() if from_numpy else y
