@@ -312,3 +312,67 @@ def test_layer_argument_errors():
         cnn.ConvTranspose1d(2, 2, 3, padding_mode="reflect")
     with pytest.raises(ValueError, match="output_padding must be smaller"):
         cnn.ConvTranspose3d(2, 2, 3, stride=2, output_padding=2)
+
+
+# ------------------------------------------------------------- the depthwise 3D loops
+
+DEPTHWISE3D = [
+    dict(padding=1),
+    dict(padding=(0, 1, 2)),
+    dict(padding="same", dilation=(1, 2, 1)),
+    dict(),
+    dict(padding=((1, 0), (0, 1), (2, 1))),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("case", range(len(DEPTHWISE3D)))
+def test_depthwise3d_loops_match_torch(case, dtype):
+    kw = DEPTHWISE3D[case]
+    x = torch.randn(2, 3, 5, 6, 7, dtype=dtype, requires_grad=True)
+    w = torch.randn(3, 1, 3, 2, 3, dtype=dtype, requires_grad=True)
+    b = torch.randn(3, dtype=dtype, requires_grad=True)
+    padding = kw.get("padding", 0)
+    if isinstance(padding, tuple) and isinstance(padding[0], tuple):
+        (f, bk), (t, bt), (lf, r) = padding
+        ref = F.conv3d(F.pad(x, (lf, r, t, bt, f, bk)), w, b, groups=3)
+    else:
+        ref = F.conv3d(x, w, b, groups=3, **kw)
+    ours = convforge.conv3d(x, w, b, groups=3, algorithm="depthwise", **kw)
+    _compare(ours, ref, (x, w, b), str(kw))
+
+
+def test_depthwise3d_loops_gradgradcheck():
+    x, w, b = _leaf(1, 2, 4, 4, 3), _leaf(2, 1, 2, 3, 2), _leaf(2)
+    f = lambda x, w, b: convforge.conv3d(x, w, b, padding=1, groups=2,  # noqa: E731
+                                         algorithm="depthwise")
+    assert torch.autograd.gradcheck(f, (x, w, b))
+    assert torch.autograd.gradgradcheck(f, (x, w, b))
+
+
+def test_depthwise3d_loops_propagate_non_finite_like_torch():
+    x = torch.randn(1, 2, 5, 5, 5, dtype=torch.float64)
+    x[0, 0, 0, 0, 0] = float("inf")
+    x[0, 1, 4, 4, 4] = float("nan")
+    x.requires_grad_()
+    w = torch.randn(2, 1, 3, 3, 3, dtype=torch.float64, requires_grad=True)
+    ours = convforge.conv3d(x, w, padding=1, groups=2, algorithm="depthwise")
+    ref = F.conv3d(x, w, padding=1, groups=2)
+    assert torch.equal(ours.isnan(), ref.isnan()) and torch.equal(ours.isinf(), ref.isinf())
+    g = torch.ones_like(ref)
+    dw, dw_ref = torch.autograd.grad(ours, w, g)[0], torch.autograd.grad(ref, w, g)[0]
+    assert torch.equal(dw.isnan(), dw_ref.isnan()) and torch.equal(dw.isinf(), dw_ref.isinf())
+
+
+def test_auto_runs_depthwise3d_loops(monkeypatch):
+    from convforge.algorithms import _depthwise3d
+
+    calls = []
+    real = _depthwise3d.conv3d
+    monkeypatch.setattr(_depthwise3d, "conv3d", lambda *a: calls.append(1) or real(*a))
+    x, w = torch.randn(1, 4, 6, 6, 6), torch.randn(4, 1, 3, 3, 3)
+    assert_close(convforge.conv3d(x, w, padding=1, groups=4), F.conv3d(x, w, padding=1,
+                                                                        groups=4))
+    assert calls                                   # the kernels are warm in the tests
+    convforge.conv3d(x, w, padding=1, groups=4, stride=2)     # strided: per depth tap
+    assert len(calls) == 1

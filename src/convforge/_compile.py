@@ -136,6 +136,14 @@ def _warm_one(name, dtype) -> None:
                     conv2d(xi, wi, bias, algorithm=name, **kw).sum().backward()
                 with torch.no_grad():
                     conv2d(xi, wi, bias, algorithm=name, **kw)
+    if name == "depthwise":                  # conv3d's depthwise loops, every pass
+        from .functional_nd import conv3d
+
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(2, 3, 4, 5, 6, generator=gen, dtype=dtype, requires_grad=True)
+        w = torch.randn(3, 1, 3, 2, 3, generator=gen, dtype=dtype, requires_grad=True)
+        with torch.autocast("cpu", enabled=False), torch.enable_grad():
+            conv3d(x, w, w[:, 0, 0, 0, 0], padding=1, groups=3, algorithm=name).sum().backward()
 
 
 def _mark_ready(name, dtype) -> None:

@@ -45,8 +45,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import functional
-from .algorithms import REGISTRY
+from . import _compile, functional, ops
+from .algorithms import REGISTRY, _depthwise3d
 from .plan import autocast_cast, autocast_dtype, compute_dtype
 from .spec import (
     as_tensor,
@@ -154,6 +154,19 @@ def _depth_major(x, spec):
     return _Permute.apply(x, (3, 2, 0, 1, 4, 5)).reshape(sd * q, n, c, h, w), front, q
 
 
+def _volume_path(spec, x, w, b, algorithm):
+    """Whether the call runs on the depthwise 3D loops (:mod:`._depthwise3d`) rather than
+    per depth tap: explicitly (``algorithm="depthwise"``) or under "auto" once their
+    kernels are compiled (queued for the background thread otherwise); never inside a
+    trace (the per-tap path goes through convforge's operators there)."""
+    if algorithm not in ("auto", "depthwise") or ops.tracing(x, w, b):
+        return False
+    if _depthwise3d.applies(spec, x, w) is not None:
+        return False
+    return algorithm == "depthwise" or bool(_compile.available(["depthwise"], x.dtype,
+                                                               ["depthwise"]))
+
+
 def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
            padding_mode="zeros", algorithm="auto", measure=None):
     """3D cross-correlation with torch's ``F.conv3d`` semantics, on the 2D core.
@@ -180,7 +193,10 @@ def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
         ``oD = floor((D + front + back - dD (kD - 1) - 1) / sD) + 1``, likewise oH, oW.
 
     How: one ``conv2d`` per depth tap on a batch of depth slices (module docstring: one
-    depth-major copy of the input, ``kD - 1`` output-sized adds, one output copy).
+    depth-major copy of the input, ``kD - 1`` output-sized adds, one output copy); a
+    depthwise layer with stride 1 and zero padding (``C_out = C_in = groups``) runs on
+    compiled 3D loops instead (:mod:`convforge.algorithms._depthwise3d`), with
+    ``algorithm="depthwise"`` or "auto".
 
     Example:
         >>> conv3d(torch.ones(1, 1, 3, 3, 3), torch.ones(1, 1, 2, 2, 2)).shape
@@ -200,6 +216,10 @@ def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     x, w = x.to(ct), w.to(ct)
     b = None if b is None else b.to(ct)
     xb = x if spec.batched else x.unsqueeze(0)
+    if _volume_path(spec, xb, w, b, algorithm):
+        out = _depthwise3d.conv3d(xb, w, b, spec).to(dtype)
+        out = out if spec.batched else out.squeeze(0)
+        return out.detach().numpy() if from_numpy else out
     n, od, (oh, ow) = spec.n, spec.out[0], spec.out[1:]
     sd, dd = spec.stride[0], spec.dilation[0]
     xd, front, q = _depth_major(xb, spec)                     # (sD * Q, N, C, H, W)

@@ -244,3 +244,76 @@ def grad_weight_kernel(x, g, partial, shape, top, left, sh, sw, hp, wp, hq, wq, 
                                     if 0 <= px < wd:
                                         s += g[_U(gb + y * ow + xx)] * x[_U(xb + py * wd + px)]
                     partial[_U(pbase + t)] += s
+
+
+# ---- 3D (convforge.conv3d's depthwise path, ``convforge/algorithms/_depthwise3d.py``):
+# one task per (sample, output channel) zero-pads its input volume into a scratch block;
+# the volume is then one flat run, tap (a, b, c) at offset ``(a dD Hp + b dH) Wp + c dW``
+# (stride 1). ``geo`` is ``(N, C_in, D, H, W, C_out, oD, oH, oW, Hp, Wp, front, top,
+# left, div)``: output channel o reads input channel o // div.
+
+
+@njit(cache=True, fastmath=_FM_DOT, inline="always")
+def _fill3d(buf, x, sbase, d, h, wd, hp, wp, front, top, left):
+    """Copy the (d, h, w) volume at ``x[sbase:]`` into the zeroed ``buf`` at (front, top,
+    left) of a (., hp, wp) block."""
+    for z in range(d):
+        for y in range(h):
+            dst = ((front + z) * hp + top + y) * wp + left
+            src = sbase + (z * h + y) * wd
+            for i in range(wd):
+                buf[_U(dst + i)] = x[_U(src + i)]
+
+
+@parallel_kernel(fastmath=_FM_FWD)
+def forward3d_kernel(x, w, bias, out, geo, offs, size):
+    """out[n, o] = bias[o] + correlate(zero-padded x[n, o // div], w[o]) (stride 1)."""
+    n, c_in, d, h, wd, c_out, od, oh, ow, hp, wp, front, top, left, div = geo
+    ntap = offs.shape[0]
+    run = ((od - 1) * hp + oh - 1) * wp + ow
+    for task in prange(n * c_out):
+        ni = task // c_out
+        o = task % c_out
+        buf = np.zeros(size, x.dtype)
+        acc = np.empty(run + 16, x.dtype)
+        _fill3d(buf, x, (ni * c_in + o // div) * d * h * wd, d, h, wd, hp, wp, front, top,
+                left)
+        for s0 in range(0, run, _SEGMENT):
+            _taps(acc, buf, offs, w, o * ntap, s0, min(_SEGMENT, run - s0), True)
+        b = bias[o]
+        base = task * od * oh * ow
+        for z in range(od):
+            for y in range(oh):
+                a = (z * hp + y) * wp
+                dst = base + (z * oh + y) * ow
+                for i in range(ow):
+                    out[_U(dst + i)] = acc[_U(a + i)] + b
+
+
+@parallel_kernel(fastmath=_FM_DOT)
+def grad_weight3d_kernel(x, g, partial, geo, offs, size):
+    """partial[n, o, t] = sum over the output positions p of g[n, o, p] times the padded
+    x[n, o // div] at p + offs[t]: valid positions only (no product torch does not
+    form, so NaN and infinity propagate as in torch's sums)."""
+    n, c_in, d, h, wd, c_out, od, oh, ow, hp, wp, front, top, left, div = geo
+    ntap = offs.shape[0]
+    for task in prange(n * c_out):
+        ni = task // c_out
+        o = task % c_out
+        buf = np.zeros(size, x.dtype)
+        sums = np.zeros(ntap, x.dtype)
+        _fill3d(buf, x, (ni * c_in + o // div) * d * h * wd, d, h, wd, hp, wp, front, top,
+                left)
+        gbase = task * od * oh * ow
+        for z in range(od):
+            for y in range(oh):
+                grow = gbase + (z * oh + y) * ow
+                brow = (z * hp + y) * wp
+                for t in range(ntap):
+                    s = x.dtype.type(0)
+                    start = brow + offs[t]
+                    for i in range(ow):
+                        s += g[_U(grow + i)] * buf[_U(start + i)]
+                    sums[t] += s
+        for t in range(ntap):
+            partial[_U(task * ntap + t)] = sums[t]
