@@ -73,6 +73,15 @@ QUICK = {
     "pw1x1": ((2, 8, 10, 10), (16, 8, 1, 1)), "dw7": ((2, 8, 12, 12), (8, 1, 7, 7)),
     "dw31": ((1, 4, 10, 10), (4, 1, 31, 31)), "lenet": ((8, 1, 28, 28), (6, 1, 5, 5)),
 }
+#: 3D workloads (issue 12): name -> (input, weight, conv3d kwargs, quick input, quick weight)
+VOLUMES = {
+    "dw3d3": ((8, 32, 32, 32, 32), (32, 1, 3, 3, 3), dict(padding=1, groups=32),
+              (2, 4, 8, 8, 8), (4, 1, 3, 3, 3)),
+    "dw3d7": ((8, 32, 32, 32, 32), (32, 1, 7, 7, 7), dict(padding=3, groups=32),
+              (2, 4, 8, 8, 8), (4, 1, 7, 7, 7)),
+    "conv3d": ((4, 16, 24, 24, 24), (32, 16, 3, 3, 3), dict(padding=1),
+               (2, 4, 6, 6, 6), (8, 4, 3, 3, 3)),
+}
 #: algorithms predicted slower than this are not timed (they would take minutes)
 _SKIP_SECONDS = 6.0
 
@@ -188,6 +197,53 @@ def bench(name, quick=False, log=print):
     return records
 
 
+def bench_volume(name, quick=False, log=print):
+    """Time one 3D workload: convforge.conv3d ("auto") against torch's F.conv3d, forward
+    and forward + backward, after checking that results and gradients agree."""
+    xs, ws, kw, qx, qw = VOLUMES[name]
+    if quick:
+        xs, ws = qx, qw
+        if kw.get("groups", 1) > 1:
+            kw = dict(kw, groups=xs[1])
+    torch.manual_seed(0)
+    x, w = torch.randn(xs), torch.randn(ws)
+    groups = kw.get("groups", 1)
+    out_elems = F.conv3d(x[:1], w, **kw)[0].numel() * xs[0]
+    flops = 2 * out_elems * (xs[1] // groups) * ws[2] * ws[3] * ws[4]
+    timing = dict(budget=0.5, min_time=0.0, max_runs=3) if quick else \
+        dict(budget=20.0, min_time=3.0, max_runs=7)
+    records = []
+    for pas in ("fwd", "fwd+bwd"):
+        train = pas == "fwd+bwd"
+        fns, oks, grads = {}, {}, {}
+        for label, conv in (("torch", F.conv3d), ("auto", convforge.conv3d)):
+            xg, wg = x.clone().requires_grad_(train), w.clone().requires_grad_(train)
+            with torch.set_grad_enabled(train):
+                y = conv(xg, wg, **kw)
+                if train:
+                    y.backward(torch.ones_like(y))
+            grads[label] = (y.detach(), xg.grad, wg.grad)
+
+            def fn(conv=conv, xg=xg, wg=wg, t=train):
+                with torch.set_grad_enabled(t):
+                    y = conv(xg, wg, **kw)
+                    if t:
+                        y.backward(torch.ones_like(y))
+            fns[label] = fn
+        for label in fns:
+            oks[label] = all(_check(a, b) for a, b in zip(grads[label], grads["torch"],
+                                                          strict=True) if b is not None)
+        timed = round_robin_ms(fns, **timing)
+        for label in fns:
+            ms, runs = timed[label]
+            pf = 3 * flops if train else flops
+            records.append(dict(workload=name, impl=label, pass_=pas, ms=ms, runs=runs,
+                                gflops=pf / (ms * 1e-3) / 1e9, ok=oks[label],
+                                ratios={"torch": ms / timed["torch"][0]},
+                                shape=[list(xs), list(ws)], kwargs=kw))
+    return records
+
+
 def format_table(records, peak):
     peers = sorted({p for r in records for p in r["ratios"]},
                    key=lambda p: ["torch", "torch_cl", "scipy_ndimage", "scipy_fft", "cv2",
@@ -208,14 +264,15 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny shapes, a few seconds")
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
-    parser.add_argument("--only", metavar="NAME", help=f"comma-separated of {list(WORKLOADS)}")
+    known = list(WORKLOADS) + list(VOLUMES)
+    parser.add_argument("--only", metavar="NAME", help=f"comma-separated of {known}")
     args = parser.parse_args(argv)
-    names = list(WORKLOADS)
+    names = known
     if args.only:
         names = [n.strip() for n in args.only.split(",") if n.strip()]
-        unknown = [n for n in names if n not in WORKLOADS]
+        unknown = [n for n in names if n not in known]
         if unknown:
-            print(f"run.py: --only takes names from {list(WORKLOADS)}, but got {unknown}",
+            print(f"run.py: --only takes names from {known}, but got {unknown}",
                   file=sys.stderr)
             return 2
     torch.set_num_threads(THREADS)
@@ -227,7 +284,7 @@ def main(argv=None) -> int:
     t0 = time.time()
     records = []
     for name in names:
-        recs = bench(name, quick=args.quick)
+        recs = (bench_volume if name in VOLUMES else bench)(name, quick=args.quick)
         records.extend(recs)
         print(format_table(recs, peak), flush=True)
         print()

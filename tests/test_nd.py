@@ -376,3 +376,71 @@ def test_auto_runs_depthwise3d_loops(monkeypatch):
     assert calls                                   # the kernels are warm in the tests
     convforge.conv3d(x, w, padding=1, groups=4, stride=2)     # strided: per depth tap
     assert len(calls) == 1
+
+
+# ------------------------------------------------------------------- shape arithmetic
+
+@pytest.mark.parametrize("size, k, kw", [
+    ((9,), (3,), dict(stride=2, padding=1)),
+    ((10,), (4,), dict(padding="same", dilation=2)),
+    ((7, 8, 9), (3, 2, 3), dict(stride=(2, 1, 3), padding=(1, 0, 1), dilation=(1, 2, 1))),
+    ((6, 6, 6), (3, 3, 3), dict(padding="valid")),
+    ((5, 6, 7), (2, 3, 4), dict(padding="same")),
+])
+def test_output_shape_1d_3d_matches_torch(size, k, kw):
+    conv = F.conv1d if len(size) == 1 else F.conv3d
+    out = conv(torch.zeros(1, 1, *size), torch.zeros(1, 1, *k), **kw).shape[2:]
+    assert convforge.output_shape(size, k, **kw) == tuple(out)
+
+
+def test_output_shape_strided_same_3d_and_per_side_1d():
+    out = convforge.conv3d(torch.zeros(1, 1, 7, 9, 10), torch.zeros(1, 1, 3, 3, 3),
+                           stride=(2, 3, 4), padding="same").shape[2:]
+    assert convforge.output_shape((7, 9, 10), 3, stride=(2, 3, 4), padding="same") == out
+    out1 = convforge.conv1d(torch.zeros(1, 1, 10), torch.zeros(1, 1, 5), padding=(4, 0))
+    assert convforge.output_shape((10,), (5,), padding=(4, 0)) == tuple(out1.shape[2:])
+
+
+def test_conv_flops_3d_matches_torch_flop_counter():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x, w = torch.zeros(2, 8, 6, 7, 8), torch.zeros(4, 4, 3, 3, 3)
+    with FlopCounterMode(display=False) as counter:
+        y = F.conv3d(x, w, groups=2)
+    ours = convforge.conv_flops(2, 8, 4, tuple(y.shape[2:]), (3, 3, 3), groups=2)
+    assert ours["forward"] == counter.get_total_flops()
+
+
+def test_shape_command_3d_and_1d_match_torch_layers(capsys):
+    from convforge.cli import main
+
+    assert main(["shape", "--input", "2x9x16x16", "--layer", "conv:4,k=3x5x5,s=1x2x2,p=1x2x2",
+                 "--layer", "pool:1x2x2"]) == 0
+    text = capsys.readouterr().out
+    model = nn.Sequential(nn.Conv3d(2, 4, (3, 5, 5), stride=(1, 2, 2), padding=(1, 2, 2)),
+                          nn.MaxPool3d((1, 2, 2)))
+    a = model[0](torch.zeros(1, 2, 9, 16, 16))
+    b = model(torch.zeros(1, 2, 9, 16, 16))
+    assert "x".join(map(str, a.shape[1:])) in text and "x".join(map(str, b.shape[1:])) in text
+    params = sum(p.numel() for p in model.parameters())
+    assert f"{params:,}" in text
+    assert main(["shape", "--ndim", "1", "--input", "1x100", "--layer", "conv:3,k=5,s=2"]) == 0
+    out1 = nn.Conv1d(1, 3, 5, stride=2)(torch.zeros(1, 1, 100))
+    assert "3x48" in capsys.readouterr().out and out1.shape[1:] == (3, 48)
+
+
+@pytest.mark.parametrize("algorithm", ["auto", "reference", "im2col", "fft", "direct"])
+def test_conv_transpose3d_is_the_adjoint_of_conv3d(algorithm):
+    """<conv3d(x, w), y> == <x, conv_transpose3d(y, w)>, with stride, padding, dilation
+    and groups (the identity, not torch, is the reference)."""
+    kw = dict(stride=(2, 1, 2), padding=(1, 0, 1), dilation=(1, 2, 1), groups=2)
+    x = torch.randn(2, 4, 7, 8, 9, dtype=torch.float64)
+    w = torch.randn(6, 2, 3, 2, 3, dtype=torch.float64)
+    y = convforge.conv3d(x, w, **kw, algorithm=algorithm)
+    r = torch.randn_like(y)
+    op = tuple((n + 2 * p - dl * (k - 1) - 1) % s for n, p, dl, k, s in zip(
+        (7, 8, 9), kw["padding"], kw["dilation"], (3, 2, 3), kw["stride"], strict=True))
+    xt = convforge.conv_transpose3d(r, w, output_padding=op, **kw, algorithm=algorithm)
+    assert xt.shape == x.shape
+    lhs, rhs = (y * r).sum(), (x * xt).sum()
+    assert abs(lhs - rhs) <= 1e-9 * max(1.0, abs(lhs))

@@ -3,15 +3,21 @@
 Layers are written ``kind:value,key=value,...``:
 
 * ``conv:C_OUT[,k=K][,s=S][,p=P][,d=D][,g=G]`` (k 3, s 1, p 0, d 1, g 1 by default; each of
-  k, s, p, d may be ``AxB`` for height x width; ``p=same`` pads to ``ceil(H / s)``);
+  k, s, p, d may be ``AxB`` for height x width (``AxBxC`` for depth x height x width in 3D);
+  ``p=same`` pads to ``ceil(H / s)``);
 * ``pool:K[,s=S][,p=P]`` (also ``maxpool`` / ``avgpool``; s defaults to K);
 * ``flatten``; ``linear:N`` (also ``fc`` / ``dense``; flattens first).
+
+``--input`` is ``CxHxW`` (2D), ``CxDxHxW`` (3D, volumes and video) or, with ``--ndim 1``,
+``CxL`` (1D, audio and sequences).
 
 FLOPs count multiplies and adds separately (:func:`convforge.conv_flops`), biases not
 counted; a pooling layer counts one operation per window element.
 """
 
 from __future__ import annotations
+
+import math
 
 from .shapes import conv_flops, output_size, receptive_field, same_padding
 
@@ -24,38 +30,46 @@ _KINDS = {"conv": "conv", "pool": "pool", "maxpool": "pool", "avgpool": "pool",
           "flatten": "flatten", "linear": "linear", "fc": "linear", "dense": "linear"}
 
 
-def parse_axb(text: str, minimum: int):
-    """``"3x5"`` -> ``(3, 5)``, ``"3"`` -> ``(3, 3)``; None if malformed or below minimum."""
+_AXES = {1: ("L",), 2: ("H", "W"), 3: ("D", "H", "W")}
+
+
+def parse_axb(text: str, minimum: int, nd: int = 2):
+    """``"3x5"`` -> ``(3, 5)``, ``"3"`` -> ``(3, 3)`` (``nd`` sizes: ``"3x5x5"`` in 3D);
+    None if malformed or below minimum."""
     try:
         vals = tuple(int(v) for v in text.lower().split("x"))
     except ValueError:
         return None
     if len(vals) == 1:
-        vals = vals * 2
-    return vals if len(vals) == 2 and min(vals) >= minimum else None
+        vals = vals * nd
+    return vals if len(vals) == nd and min(vals) >= minimum else None
 
 
-def _pair(spec, key, text):
-    vals = parse_axb(text, 0)
+def _sizes(spec, key, text, nd):
+    vals = parse_axb(text, 0, nd)
     if vals is None:
-        raise ValueError(f"shape: {key} must be an int or AxB, but got {text!r} in {spec!r}")
+        form = "x".join("ABC"[:nd])
+        raise ValueError(f"shape: {key} must be an int or {form}, but got {text!r} in {spec!r}")
     return vals
 
 
-def parse_layer(spec: str) -> dict:
-    """``"conv:6,k=5,p=2"`` -> ``{"kind": "conv", "out": 6, "k": (5, 5), ...}``.
+def parse_layer(spec: str, nd: int = 2) -> dict:
+    """``"conv:6,k=5,p=2"`` -> ``{"kind": "conv", "out": 6, "k": (5, 5), ...}`` (``nd``
+    sizes per option).
 
     Example:
         >>> parse_layer("pool:2")["s"]
         (2, 2)
+        >>> parse_layer("conv:8,k=3x5x5", nd=3)["k"]
+        (3, 5, 5)
     """
     name, _, rest = spec.strip().lower().partition(":")
     if name not in _KINDS:
         raise ValueError(f"shape: layer kind must be one of {sorted(_KINDS)}, but got {spec!r}")
     kind = _KINDS[name]
     items = [i for i in rest.split(",") if i] if rest else []
-    layer = {"kind": kind, "spec": spec, "k": (3, 3) if kind == "conv" else None,
-             "s": (1, 1), "p": (0, 0), "d": (1, 1), "g": 1, "out": None}
+    layer = {"kind": kind, "spec": spec, "k": (3,) * nd if kind == "conv" else None,
+             "s": (1,) * nd, "p": (0,) * nd, "d": (1,) * nd, "g": 1, "out": None}
     allowed = {"conv": "ksdpg", "pool": "ksp", "linear": "", "flatten": ""}[kind]
     for n, item in enumerate(items):
         key, eq, val = item.partition("=")
@@ -73,7 +87,7 @@ def parse_layer(spec: str) -> dict:
         elif key == "p" and val == "same" and key in allowed:
             layer["p"] = "same"
         elif len(key) == 1 and key in allowed:
-            layer[key] = _pair(spec, key, val)
+            layer[key] = _sizes(spec, key, val, nd)
         else:
             raise ValueError(f"shape: {name} accepts options {list(allowed) or 'none'} after its "
                              f"first value, but got {item!r} in {spec!r}")
@@ -99,45 +113,52 @@ def _axis(n, k, s, p, d):
 
 
 def describe(input_shape, layers, batch=1) -> list[str]:
-    """The report's lines for ``input_shape = (C, H, W)`` and parsed ``layers``."""
-    c, h, w = input_shape
+    """The report's lines for ``input_shape = (C, *spatial)`` (1, 2 or 3 spatial sizes)
+    and parsed ``layers``."""
+    c, size = input_shape[0], list(input_shape[1:])
+    nd = len(size)
+    axes = _AXES[nd]
     flat = None                          # features after flatten, or None while spatial
-    rf_h, rf_w = [], []
+    rf = [[] for _ in range(nd)]
     total_params = total_flops = 0
     wid = max([len(layer["spec"]) for layer in layers] + [5]) + 2
-    lines = [f"input {c}x{h}x{w} (C x H x W), batch {batch}",
-             f"{'#':>2}  {'layer':<{wid}}{'output':<14}{'receptive field':<20}{'params':>10}"
+    lines = [f"input {'x'.join(map(str, (c, *size)))} (C x {' x '.join(axes)}), batch {batch}",
+             f"{'#':>2}  {'layer':<{wid}}{'output':<16}{'receptive field':<24}{'params':>10}"
              f"{'FLOPs':>16}"]
     for i, layer in enumerate(layers, 1):
         kind, steps, params, flops = layer["kind"], [], 0, 0
         if kind in ("conv", "pool"):
             if flat is not None:
                 raise ValueError(f"shape: {layer['spec']} cannot follow a flatten/linear layer")
-            (kh, kw), (sh, sw), (dh, dw) = layer["k"], layer["s"], layer["d"]
-            ph, pw = ("same", "same") if layer["p"] == "same" else layer["p"]
-            oh, fh = _axis(h, kh, sh, ph, dh)
-            ow, fw = _axis(w, kw, sw, pw, dw)
-            if oh < 1 or ow < 1:
-                raise ValueError(f"shape: {layer['spec']} does not fit its {h}x{w} input")
-            steps = [f"H: {fh}", f"W: {fw}" if fw != fh else "W: same"]
+            k, st, dl = layer["k"], layer["s"], layer["d"]
+            pads = ("same",) * nd if layer["p"] == "same" else layer["p"]
+            outs, formulas = zip(*(_axis(size[a], k[a], st[a], pads[a], dl[a])
+                                   for a in range(nd)), strict=True)
+            if min(outs) < 1:
+                raise ValueError(f"shape: {layer['spec']} does not fit its "
+                                 f"{'x'.join(map(str, size))} input")
+            steps = [f"{axes[a]}: {formulas[a]}" if a == 0 or formulas[a] != formulas[a - 1]
+                     else f"{axes[a]}: same" for a in range(nd)]
             if kind == "conv":
                 g, co = layer["g"], layer["out"]
                 if c % g or co % g:
                     raise ValueError(f"shape: channels {c} -> {co} must be divisible by groups "
                                      f"{g} in {layer['spec']}")
-                params = co * (c // g) * kh * kw + co
-                flops = conv_flops(batch, c, co, (oh, ow), (kh, kw), g)["forward"]
+                params = co * (c // g) * math.prod(k) + co
+                flops = conv_flops(batch, c, co, outs, k, g)["forward"]
                 c = co
             else:
-                flops = batch * c * oh * ow * kh * kw
-            h, w = oh, ow
-            rf_h.append((kh, sh, dh))
-            rf_w.append((kw, sw, dw))
-            rh, rw = receptive_field(rf_h)[-1], receptive_field(rf_w)[-1]
-            field = f"{rh['rf']}x{rw['rf']} (jump {rh['jump']}x{rw['jump']})"
-            shape = f"{c}x{h}x{w}"
+                flops = batch * c * math.prod(outs) * math.prod(k)
+            size = list(outs)
+            fields = []
+            for a in range(nd):
+                rf[a].append((k[a], st[a], dl[a]))
+                fields.append(receptive_field(rf[a])[-1])
+            field = (f"{'x'.join(str(f['rf']) for f in fields)} "
+                     f"(jump {'x'.join(str(f['jump']) for f in fields)})")
+            shape = "x".join(map(str, (c, *size)))
         else:
-            features = flat if flat is not None else c * h * w
+            features = flat if flat is not None else c * math.prod(size)
             if kind == "linear":
                 params = features * layer["out"] + layer["out"]
                 flops = 2 * batch * features * layer["out"]
@@ -145,11 +166,12 @@ def describe(input_shape, layers, batch=1) -> list[str]:
                 steps = [f"{features} inputs x {layer['out']} outputs + {layer['out']} biases"]
             else:
                 flat = features
-                steps = [f"{c}*{h}*{w} = {features}"] if features == c * h * w else []
+                steps = ([f"{'*'.join(map(str, (c, *size)))} = {features}"]
+                         if features == c * math.prod(size) else [])
             field, shape = "whole input", str(flat)
         total_params += params
         total_flops += flops
-        lines.append(f"{i:>2}  {layer['spec']:<{wid}}{shape:<14}{field:<20}{params:>10,}"
+        lines.append(f"{i:>2}  {layer['spec']:<{wid}}{shape:<16}{field:<24}{params:>10,}"
                      f"{flops:>16,}")
         lines.extend(f"{'':>4}{s}" for s in steps)
     lines.append(f"total: {total_params:,} parameters, {total_flops:,} forward FLOPs "
@@ -158,14 +180,19 @@ def describe(input_shape, layers, batch=1) -> list[str]:
     return lines
 
 
-def _parse_input(text):
+def _parse_input(text, ndim=None):
+    """``CxHxW`` (or ``HxW``: one channel), ``CxDxHxW``, or ``CxL`` with ``ndim=1``."""
     try:
         dims = tuple(int(v) for v in text.lower().split("x"))
     except ValueError:
         dims = ()
-    dims = (1,) + dims if len(dims) == 2 else dims
-    if len(dims) != 3 or min(dims) < 1:
-        raise ValueError(f"shape: --input must be CxHxW or HxW, but got {text!r}")
+    if ndim is None:
+        ndim = 3 if len(dims) == 4 else 2
+    if ndim == 2 and len(dims) == 2:
+        dims = (1,) + dims
+    if len(dims) != ndim + 1 or min(dims) < 1:
+        form = {1: "CxL", 2: "CxHxW or HxW", 3: "CxDxHxW"}[ndim]
+        raise ValueError(f"shape: --input must be {form} for {ndim}D layers, but got {text!r}")
     return dims
 
 
@@ -179,8 +206,9 @@ def _cmd_shape(args) -> int:
     default_input = "1x28x28" if args.preset == "lenet" else None
     if args.input is None and default_input is None:
         raise ValueError("shape: --input CxHxW is required without a preset")
-    dims = _parse_input(args.input or default_input)
-    for line in describe(dims, [parse_layer(s) for s in specs], args.batch):
+    dims = _parse_input(args.input or default_input, args.ndim)
+    nd = len(dims) - 1
+    for line in describe(dims, [parse_layer(s, nd) for s in specs], args.batch):
         print(line)
     return 0
 
@@ -194,9 +222,13 @@ def add_shape_parser(sub, make):
               "--layer conv:16,k=5 --layer pool:2,s=2",
               "convforge shape --input 3x224x224 --layer conv:64,k=7,s=2,p=3 --layer pool:3,"
               "s=2,p=1",
-              "convforge shape --input 3x32x32 --layer conv:32,k=3,p=same,s=2,g=1"])
+              "convforge shape --input 3x32x32 --layer conv:32,k=3,p=same,s=2,g=1",
+              "convforge shape --input 1x16x112x112 --layer conv:64,k=3x7x7,s=1x2x2,p=same",
+              "convforge shape --ndim 1 --input 1x16000 --layer conv:32,k=255,p=same"])
     p.add_argument("--input", metavar="CxHxW", help="input size (default 1x28x28 for lenet)")
     p.add_argument("--layer", action="append", metavar="SPEC", help="a layer (repeatable)")
     p.add_argument("--preset", choices=sorted(PRESETS), help="a known network, before --layer")
     p.add_argument("--batch", type=int, default=1, help="batch size for FLOPs (default 1)")
+    p.add_argument("--ndim", type=int, choices=(1, 2, 3), default=None,
+                   help="spatial axes (default: 3 for a CxDxHxW --input, else 2)")
     p.set_defaults(func=_cmd_shape)

@@ -12,6 +12,7 @@ They agree whenever ``p = p_before + p_after`` and ``d = 1``.
 
 from __future__ import annotations
 
+import math
 import numbers
 
 __all__ = [
@@ -20,13 +21,20 @@ __all__ = [
 ]
 
 
-def _to_pair(name, value):
+def _to_tuple(name, value, nd=2):
+    """An int (repeated ``nd`` times) or ``nd`` ints."""
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        return (int(value), int(value))
-    if (isinstance(value, (tuple, list)) and len(value) == 2
+        return (int(value),) * nd
+    if (isinstance(value, (tuple, list)) and len(value) == nd
             and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value)):
-        return (int(value[0]), int(value[1]))
-    raise TypeError(f"output_shape: {name} must be an int or a pair of ints, but got {value!r}")
+        return tuple(int(v) for v in value)
+    what = "an int" if nd == 1 else "a pair" if nd == 2 else f"a tuple of {nd}"
+    raise TypeError(f"output_shape: {name} must be an int or {what} of ints, but got "
+                    f"{value!r}")
+
+
+def _to_pair(name, value):
+    return _to_tuple(name, value, 2)
 
 
 def output_size(n: int, k: int, stride: int = 1, padding: int | tuple[int, int] = 0,
@@ -83,35 +91,48 @@ def same_padding(n: int, k: int, stride: int = 1, dilation: int = 1) -> tuple[in
 
 
 def _padding_per_side(padding, size, kernel, stride, dilation):
+    nd = len(size)
     if isinstance(padding, str):
         if padding == "valid":
-            return ((0, 0), (0, 0))
+            return ((0, 0),) * nd
         if padding == "same":
-            return tuple(same_padding(size[a], kernel[a], stride[a], dilation[a]) for a in (0, 1))
+            return tuple(same_padding(size[a], kernel[a], stride[a], dilation[a])
+                         for a in range(nd))
         if padding == "full":
-            return tuple((dilation[a] * (kernel[a] - 1),) * 2 for a in (0, 1))
+            return tuple((dilation[a] * (kernel[a] - 1),) * 2 for a in range(nd))
         raise ValueError(
-            f"output_shape: padding must be an int, a pair, per-side pairs, 'same', 'valid' "
-            f"or 'full', but got {padding!r}")
-    if (isinstance(padding, (tuple, list)) and len(padding) == 2
+            f"output_shape: padding must be an int, one int per axis, per-side pairs, "
+            f"'same', 'valid' or 'full', but got {padding!r}")
+    if (isinstance(padding, (tuple, list)) and len(padding) == nd
             and all(isinstance(p, (tuple, list)) for p in padding)):
-        return (_to_pair("padding", padding[0]), _to_pair("padding", padding[1]))
-    ph, pw = _to_pair("padding", padding)
-    return ((ph, ph), (pw, pw))
+        return tuple(_to_tuple("padding", p, 2) for p in padding)
+    if nd == 1 and isinstance(padding, (tuple, list)) and len(padding) == 2:
+        return (_to_tuple("padding", padding, 2),)          # conv1d's (left, right)
+    return tuple((p, p) for p in _to_tuple("padding", padding, nd))
 
 
-def output_shape(input_size, kernel_size, stride=1, padding=0, dilation=1) -> tuple[int, int]:
-    """Spatial output shape ``(oH, oW)`` of a 2D convolution.
+def _ndim(*values):
+    """The number of spatial axes: the length of the first tuple among ``values`` (2 if
+    every one is an int)."""
+    for v in values:
+        if isinstance(v, (tuple, list)):
+            return len(v)
+    return 2
+
+
+def output_shape(input_size, kernel_size, stride=1, padding=0, dilation=1) -> tuple:
+    """Spatial output shape of a 1D, 2D or 3D convolution (``(oH, oW)`` for 2D).
 
     Args:
-        input_size: ``(H, W)`` or an int for a square input.
-        kernel_size: ``(kH, kW)`` or an int.
-        stride, dilation: int or pair.
-        padding: int or ``(pH, pW)`` per side (torch), ``((top, bottom), (left, right))``,
-            ``"valid"``, ``"same"`` (also strided: ``ceil(H / stride)``) or ``"full"``.
+        input_size: ``(H, W)``, ``(L,)`` or ``(D, H, W)``; an int is a square 2D input.
+        kernel_size: one int per axis, or an int.
+        stride, dilation: int or one per axis.
+        padding: int or one per axis (torch's, per side), per-side pairs per axis
+            (``((top, bottom), (left, right))``; 1D also ``(left, right)``), ``"valid"``,
+            ``"same"`` (also strided: ``ceil(H / stride)``) or ``"full"``.
 
     Returns:
-        ``(oH, oW)`` with ``oH = floor((H + top + bottom - dH (kH - 1) - 1) / sH) + 1``.
+        One size per axis, ``floor((H + top + bottom - dH (kH - 1) - 1) / sH) + 1``.
 
     Raises:
         ValueError: if the kernel does not fit in the padded input.
@@ -121,11 +142,16 @@ def output_shape(input_size, kernel_size, stride=1, padding=0, dilation=1) -> tu
         (2, 2)
         >>> output_shape(7, 3, stride=2, padding="same")
         (4, 4)
+        >>> output_shape((16, 32, 32), 3, stride=(1, 2, 2), padding="same")
+        (16, 16, 16)
+        >>> output_shape((100,), (5,), padding=(4, 0))
+        (100,)
     """
-    size = _to_pair("input_size", input_size)
-    kernel = _to_pair("kernel_size", kernel_size)
-    stride = _to_pair("stride", stride)
-    dilation = _to_pair("dilation", dilation)
+    nd = _ndim(input_size, kernel_size, stride, dilation)
+    size = _to_tuple("input_size", input_size, nd)
+    kernel = _to_tuple("kernel_size", kernel_size, nd)
+    stride = _to_tuple("stride", stride, nd)
+    dilation = _to_tuple("dilation", dilation, nd)
     if min(stride) < 1 or min(dilation) < 1 or min(kernel) < 1 or min(size) < 1:
         raise ValueError(
             f"output_shape: sizes, stride and dilation must be positive, but got input_size="
@@ -133,7 +159,8 @@ def output_shape(input_size, kernel_size, stride=1, padding=0, dilation=1) -> tu
     pads = _padding_per_side(padding, size, kernel, stride, dilation)
     if min(min(p) for p in pads) < 0:
         raise ValueError(f"output_shape: padding must be non-negative, but got {padding!r}")
-    out = tuple(output_size(size[a], kernel[a], stride[a], pads[a], dilation[a]) for a in (0, 1))
+    out = tuple(output_size(size[a], kernel[a], stride[a], pads[a], dilation[a])
+                for a in range(nd))
     if min(out) < 1:
         raise ValueError(
             f"output_shape: the dilated kernel must fit in the padded input, but got "
@@ -182,17 +209,21 @@ def receptive_field(layers) -> list[dict]:
 def conv_flops(n, c_in, c_out, out_hw, kernel, groups=1) -> dict:
     """Floating-point operations (multiply and add counted separately) of one conv layer.
 
-    Forward: ``2 N C_out oH oW (C_in / G) kH kW``. The input gradient and the weight
-    gradient each cost the same as the forward pass (each is a convolution with the same
-    multiply-add count), so forward + backward is 3x the forward.
+    Forward: ``2 N C_out oH oW (C_in / G) kH kW`` (``out_hw`` and ``kernel`` have one
+    size per axis: 1D, 2D or 3D). The input gradient and the weight gradient each cost
+    the same as the forward pass (each is a convolution with the same multiply-add
+    count), so forward + backward is 3x the forward.
 
     Example:
         >>> conv_flops(1, 3, 64, (112, 112), (7, 7))["forward"]
         236027904
+        >>> conv_flops(8, 32, 32, (32, 32, 32), (3, 3, 3), groups=32)["forward"]
+        452984832
     """
-    oh, ow = out_hw
-    kh, kw = kernel
-    fwd = 2 * n * c_out * oh * ow * (c_in // groups) * kh * kw
+    if len(out_hw) != len(kernel):
+        raise ValueError(f"conv_flops: out_hw and kernel must have one size per axis, but got "
+                         f"{tuple(out_hw)} and {tuple(kernel)}")
+    fwd = 2 * n * c_out * math.prod(out_hw) * (c_in // groups) * math.prod(kernel)
     return {"forward": fwd, "grad_input": fwd, "grad_weight": fwd, "total": 3 * fwd}
 
 
