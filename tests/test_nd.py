@@ -444,3 +444,24 @@ def test_conv_transpose3d_is_the_adjoint_of_conv3d(algorithm):
     assert xt.shape == x.shape
     lhs, rhs = (y * r).sum(), (x * xt).sum()
     assert abs(lhs - rhs) <= 1e-9 * max(1.0, abs(lhs))
+
+
+def test_3d_layers_compile_export_and_vmap():
+    torch.manual_seed(0)
+    ours = nn.Sequential(cnn.Conv3d(2, 4, 3, padding=1), nn.ReLU(),
+                         cnn.Conv3d(4, 4, 3, padding=1, groups=4),
+                         cnn.ConvTranspose3d(4, 2, 2, stride=2))
+    ref = nn.Sequential(nn.Conv3d(2, 4, 3, padding=1), nn.ReLU(),
+                        nn.Conv3d(4, 4, 3, padding=1, groups=4),
+                        nn.ConvTranspose3d(4, 2, 2, stride=2))
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 2, 5, 6, 6)
+    expected = ref(x)
+    compiled = torch.compile(ours, fullgraph=True)
+    assert_close(compiled(x), expected)
+    program = torch.export.export(ours, (x,))
+    assert_close(program.module()(x), expected)
+    assert_close(torch.func.vmap(lambda xi: ours(xi[None])[0])(x), expected)
+    dx = torch.func.grad(lambda xi: ours(xi).sum())(x)
+    dx_ref = torch.autograd.grad(ref(x.requires_grad_()).sum(), x)[0]
+    assert_close(dx, dx_ref)

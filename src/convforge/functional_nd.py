@@ -101,10 +101,15 @@ class _Permute(torch.autograd.Function):
     """``x.permute(dims).contiguous()`` whose gradient is contiguous in ``x``'s order: the
     per-tap gradient slabs are then views, and the relayout is copied once per pass."""
 
+    generate_vmap_rule = True                # torch.func transforms compose with it
+
     @staticmethod
-    def forward(ctx, x, dims):
-        ctx.dims = dims
+    def forward(x, dims):
         return x.permute(dims).contiguous()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.dims = inputs[1]
 
     @staticmethod
     def backward(ctx, g):
@@ -113,13 +118,19 @@ class _Permute(torch.autograd.Function):
 
 
 class _Slabs(torch.autograd.Function):
-    """The slabs ``x[a:b]`` of one tensor for several ranges (views); the backward adds
-    their gradients into one zero buffer (instead of one input-sized buffer per slab)."""
+    """The slabs ``x[a:b]`` of one tensor for several ranges (views); the backward adds their
+    gradients into one zero buffer (instead of one input-sized buffer per slab)."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, x, ranges):
-        ctx.ranges, ctx.shape = ranges, x.shape
+    def forward(x, ranges):
         return tuple(x[a:b] for a, b in ranges)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, ranges = inputs
+        ctx.ranges, ctx.shape = ranges, x.shape
 
     @staticmethod
     def backward(ctx, *grads):
@@ -279,7 +290,7 @@ def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
         if acc is None:
             # the sum is made in place: a view returned by the 2D autograd Functions may
             # not be modified in place, so it starts from a copy when taps follow
-            acc = y.clone() if len(taps) > 1 and y._is_view() else y
+            acc = y.clone() if len(taps) > 1 else y
         else:
             acc[lo:lo + m] += y
     out = _Permute.apply(acc, (1, 2, 0, 3, 4))                # (N, C_out, oD, oH, oW)
