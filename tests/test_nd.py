@@ -465,3 +465,12 @@ def test_3d_layers_compile_export_and_vmap():
     dx = torch.func.grad(lambda xi: ours(xi).sum())(x)
     dx_ref = torch.autograd.grad(ref(x.requires_grad_()).sum(), x)[0]
     assert_close(dx, dx_ref)
+
+
+@pytest.mark.parametrize("algorithm", ["reference", "im2col", "fft", "direct", "shift"])
+def test_conv3d_gradgradcheck_per_algorithm(algorithm):
+    x, w, b = _leaf(1, 2, 4, 3, 4), _leaf(2, 1, 2, 2, 3), _leaf(2)
+    f = lambda x, w, b: convforge.conv3d(x, w, b, stride=(1, 2, 1), padding=(1, 0, 1),  # noqa: E731
+                                         groups=2, algorithm=algorithm)
+    assert torch.autograd.gradcheck(f, (x, w, b))
+    assert torch.autograd.gradgradcheck(f, (x, w, b))
