@@ -1,7 +1,7 @@
 """convforge: the convolution layer from its textbook definition to production quality."""
 
 from . import algorithms as _algorithms_pkg
-from . import backends, filters, kernels, nn
+from . import backends, filters, kernels, ndimage, nn
 from ._compile import warmup
 from .dispatch import choose_algorithm, choose_plan
 from .filters import filter2d
@@ -19,6 +19,7 @@ from .shapes import (
     transpose_output_size,
 )
 from .signal import convolve2d, correlate2d
+from .signal_nd import choose_conv_method, convolve, correlate, fftconvolve, oaconvolve
 from .spec import ConvDTypeError, ConvShapeError, ConvSpec, make_spec, make_transpose_spec
 from .toeplitz import conv_matrix
 from .workspace import WorkspaceLimitError, get_workspace_limit, set_workspace_limit
@@ -37,4 +38,5 @@ __all__ = [
     "correlate2d", "make_spec", "make_transpose_spec", "output_shape", "output_size",
     "receptive_field", "same_padding", "transpose_output_size", "warmup",
     "WorkspaceLimitError", "get_workspace_limit", "set_workspace_limit",
+    "choose_conv_method", "convolve", "correlate", "fftconvolve", "oaconvolve", "ndimage",
 ]
