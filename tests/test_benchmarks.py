@@ -101,3 +101,14 @@ def test_memory_quick_measures_peaks_in_fresh_processes(tmp_path, capsys):
     # im2col's columns of a 1024^2 image with a 31x31 kernel (3.8 GB) are tiled under
     # the 1 GiB default limit: the call's growth stays near it
     assert rows["im2col"]["peak"] - rows["im2col"]["base"] < rows["im2col"]["limit"] * 1.3
+
+
+def test_signal_nd_quick_agrees_and_prints_ratios(tmp_path, capsys):
+    bench = _load("signal_nd")
+    out = tmp_path / "s.json"
+    assert bench.main(["--quick", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "x best" in text and "all results agree" in text
+    rows = json.loads(out.read_text())
+    assert {"convforge.convolve", "scipy.oaconvolve", "torch.conv1d",
+            "convforge.ndimage.correlate"} <= {r["impl"] for r in rows}
