@@ -1,5 +1,7 @@
 """correlate2d / convolve2d against scipy.signal over modes x boundaries x dtypes."""
 
+import warnings
+
 import numpy as np
 import pytest
 import scipy.signal as ss
@@ -90,3 +92,23 @@ def test_errors(args, kwargs, exc, fragment):
     if exc is ValueError:
         with pytest.raises(ValueError):
             ss.correlate2d(*args, **kwargs)
+
+
+@pytest.mark.parametrize("fillvalue", [1j, "a", [1, 2], [3], np.array([[2.0]]), True, 2.5,
+                                       1 + 0j, np.array(2), np.array(1j), [2.5], [1j],
+                                       np.float32(2), np.int64(3)], ids=repr)
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128, np.int32, np.float32, np.uint8])
+def test_fillvalue_validation_as_scipy(fillvalue, dtype):
+    """scipy accepts or refuses each fill value for each output dtype; so do we (the
+    same result when accepted, a ValueError naming fillvalue when refused)."""
+    a, k = np.arange(9).reshape(3, 3).astype(dtype), np.ones((2, 2), dtype)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            expected = ss.correlate2d(a, k, boundary="fill", fillvalue=fillvalue)
+    except ValueError:
+        with pytest.raises(ValueError, match="fillvalue"):
+            cf.correlate2d(a, k, boundary="fill", fillvalue=fillvalue)
+        return
+    out = cf.correlate2d(a, k, boundary="fill", fillvalue=fillvalue)
+    assert out.dtype == expected.dtype and np.array_equal(out, expected)

@@ -71,8 +71,9 @@ def _check(func, in1, in2, mode, boundary, fillvalue):
     if boundary not in _BOUNDARIES:
         raise ValueError(
             f"{func}: boundary must be 'fill', 'wrap' or 'symm', but got {boundary!r}")
-    if np.ndim(fillvalue) != 0:
-        raise ValueError(f"{func}: fillvalue must be a scalar, but got {fillvalue!r}")
+    if np.size(fillvalue) != 1:
+        raise ValueError(f"{func}: fillvalue must be a scalar or an array with one element "
+                         f"(as in scipy), but got {fillvalue!r}")
     for name, a in (("in1", in1), ("in2", in2)):
         if a.dtype.kind not in "biufc":
             raise TypeError(f"{func}: {name} must be numeric, but got dtype {a.dtype}")
@@ -89,6 +90,25 @@ def _check(func, in1, in2, mode, boundary, fillvalue):
     return False
 
 
+def _fill(func, fillvalue, dtype):
+    """scipy's rule: the fill value is read as a complex number and cast to the output
+    dtype: a complex number needs a complex output, an array a dtype that casts safely
+    to the output's."""
+    try:
+        value = complex(np.asarray(fillvalue).reshape(()).item())
+    except (TypeError, ValueError):
+        raise ValueError(f"{func}: fillvalue must be a number, but got {fillvalue!r}") from None
+    if isinstance(fillvalue, np.ndarray):
+        castable = np.can_cast(fillvalue.dtype, dtype, casting="safe")
+    else:                        # Python numbers and lists: any real value for a real output
+        castable = dtype.kind == "c" or np.asarray(fillvalue).dtype.kind != "c"
+    if not castable:
+        raise ValueError(f"{func}: fillvalue {fillvalue!r} cannot be cast to the output dtype "
+                         f"{dtype} (as in scipy: 'could not cast fillvalue directly to the "
+                         f"output type')")
+    return value if dtype.kind == "c" else value.real
+
+
 def _correlate(func, in1, in2, mode, boundary, fillvalue, flip):
     a, a_tensor = _as_array(func, "in1", in1)
     k, _ = _as_array(func, "in2", in2)
@@ -99,6 +119,7 @@ def _correlate(func, in1, in2, mode, boundary, fillvalue, flip):
             f"{func}: the inputs' common dtype must be an integer, float32/float64 or "
             f"complex64/complex128 type (as in scipy), but got {result_dtype}; "
             f"convert with .astype(np.float32)")
+    fillvalue = _fill(func, fillvalue, result_dtype)
     if swap:  # scipy swaps so that the larger array is the image
         a, k = k, a
     acc = _accumulator(result_dtype)
