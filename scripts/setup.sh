@@ -7,7 +7,7 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
-if ! .venv/bin/python -c "import torch, numba, scipy, cv2, skimage, sklearn, matplotlib, hypothesis, convforge" 2>/dev/null; then
+if ! .venv/bin/python -c "import torch, numba, scipy, cv2, skimage, sklearn, matplotlib, hypothesis, dask, distributed, zarr, tifffile, dask_image, convforge" 2>/dev/null; then
     .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v -i warning || true
     # the CPU build of torch 2.13.0 lies on this machine's disk for pip
     .venv/bin/python -m pip install -q "torch==2.13.0" 2>&1 | grep -v -i warning || true

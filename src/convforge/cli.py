@@ -65,6 +65,14 @@ def _cmd_filter(args) -> int:
     if not inp.exists():
         raise CLIError(f"{inp}: no such file or directory")
     kernel = load_kernel(args.kernel)
+    from .cli_stream import filter_streaming, wants_streaming
+
+    if wants_streaming(inp, out, args.chunks):
+        filter_streaming(inp, out, kernel, args)
+        return 0
+    if args.scheduler is not None or args.dtype is not None:
+        raise CLIError("--scheduler and --dtype apply to streamed runs (a .zarr IN or OUT, "
+                       "a large TIFF, or --chunks)")
     if not inp.is_dir():
         check_output(inp, out, args.force)
         _filter_one(inp, out, kernel, args)
@@ -251,7 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(sub, "filter", "filter an image (or a folder of images) with a kernel",
              "Correlate IN with a kernel (convforge.filter2d, OpenCV's filter2D semantics)\n"
              "and write OUT. IN: PNG/JPEG/TIFF/BMP (grayscale or RGB) or .npy; a directory IN\n"
-             "filters every image in it into the directory OUT (created).\n"
+             "filters every image in it into the directory OUT (created). A .zarr IN or\n"
+             "OUT, a TIFF IN over 256 MiB, or --chunks streams: the image is read, filtered\n"
+             "and written chunk by chunk (dask), OUT a .zarr store or a tiled BigTIFF.\n"
              "SPEC: a zoo name with options (sobel-x, laplacian:8, gaussian:sigma=2, box:5;\n"
              "all names: python -c 'import convforge; print(convforge.kernels.names())'),\n"
              "an inline matrix (\"[[1,-1]]\"), or a .npy/.txt/.csv file.\n\n"
@@ -261,7 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
               "# == cv2.Sobel(img, CV_64F, 1, 0)",
               "convforge filter photo.jpg soft.png --kernel gaussian:sigma=2 --border replicate",
               "convforge filter in.png out.png --kernel \"[[1,-1]]\" --force",
-              "convforge filter photos/ edges/ --kernel laplacian:8 --ext .png"])
+              "convforge filter photos/ edges/ --kernel laplacian:8 --ext .png",
+              "convforge filter slide.tif edges.zarr --kernel sobel-x --chunks 2048  "
+              "# larger than memory",
+              "convforge filter scan.zarr soft.tif --kernel gaussian:sigma=3 --dtype same "
+              "--scheduler tcp://10.0.0.5:8786"])
     p.add_argument("input", metavar="IN")
     p.add_argument("output", metavar="OUT")
     p.add_argument("--kernel", "-k", required=True, metavar="SPEC")
@@ -273,6 +287,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="8-bit mapping for image outputs (see above)")
     p.add_argument("--ext", help="output extension for a directory IN (default: each input's)")
     p.add_argument("--force", action="store_true", help="replace existing outputs")
+    p.add_argument("--chunks", type=int, metavar="N",
+                   help="stream in N x N chunks (default for .zarr / large TIFF: 1024)")
+    p.add_argument("--scheduler", metavar="threads|processes|ADDRESS",
+                   help="dask scheduler of a streamed run (default threads); ADDRESS: a "
+                        "running dask.distributed scheduler, e.g. tcp://host:8786")
+    p.add_argument("--dtype", choices=["float32", "float64", "same"],
+                   help="streamed output dtype (default float32, float64 for float64 "
+                        "input; same: the input's, rounded and saturated)")
     p.set_defaults(func=_cmd_filter)
 
     p = _sub(sub, "fit", "learn the kernel that maps one image to another",

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from . import kernels as _k
+from .bigimage import is_dask
 from .functional import conv2d
 
 __all__ = ["filter2d", "gradient_magnitude", "gradient_direction", "sharpen", "blur",
@@ -188,6 +189,11 @@ def filter2d(image, kernel, *, border: str = "reflect", output: str = "float",
         tensor([[0., 0., 9., 0.]])
     """
     func = "filter2d"
+    if is_dask(image):                       # larger than memory: lazily, chunk by chunk
+        from . import bigimage
+
+        return bigimage.filter2d(image, kernel, border=border, output=output, layout=layout,
+                                 anchor=anchor, dtype=dtype, algorithm=algorithm)
     if border not in BORDERS:
         raise ValueError(f"{func}: border must be one of {list(BORDERS)}, but got {border!r}")
     if output not in ("float", "same"):

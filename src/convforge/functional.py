@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from . import ops
 from .autograd import conv_grad_input, conv_grad_weight
+from .bigimage import is_dask
 from .dispatch import resolve
 from .plan import autocast_cast, autocast_dtype, compute_dtype, conv_plan, grad_flags
 from .spec import (
@@ -90,6 +91,11 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
             bias is None or isinstance(bias, torch.Tensor)):
         return _conv("conv2d", input, weight, bias, stride, padding, dilation, groups,
                      padding_mode, algorithm, measure)
+    if is_dask(input):                       # larger than memory: lazily, chunk by chunk
+        from . import bigimage
+
+        return bigimage.conv2d(input, weight, bias, stride, padding, dilation, groups,
+                               padding_mode=padding_mode, algorithm=algorithm)
     x, w, b, from_numpy = _prepare("conv2d", input, weight, bias)
     out = _conv("conv2d", x, w, b, stride, padding, dilation, groups, padding_mode, algorithm,
                 measure)
