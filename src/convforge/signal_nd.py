@@ -87,6 +87,9 @@ def _check(func, in1, in2, mode, axes=None):
 def _axes(func, axes, ndim):
     if axes is None:
         return tuple(range(ndim))
+    if not isinstance(axes, numbers.Integral) and not np.iterable(axes):
+        raise ValueError(f"{func}: axes must be an int or a sequence of ints, but got "
+                         f"{axes!r}")
     items = [axes] if isinstance(axes, numbers.Integral) else list(axes)
     out = []
     for a in items:
@@ -139,12 +142,32 @@ def _valid_torch(a, k):
     return out
 
 
-def _valid_int(a, k):
-    """Exact (modulo 2**64) valid correlation of int64 arrays: one shifted multiply-add
-    per non-zero tap."""
+def _absmax(x):
+    """max |x| as an exact Python number (uint64 and int64's minimum included)."""
+    if x.size == 0:
+        return 0
+    if x.dtype.kind == "b":
+        return int(x.any())
+    if x.dtype.kind in "iu":
+        return max(abs(int(x.min())), abs(int(x.max())))
+    return float(np.abs(x).max())
+
+
+def _int_bound(a, b):
+    """A bound on every partial sum of the convolution of ``a`` and ``b`` (floats
+    truncated, as scipy counts them; non-finite: unbounded)."""
+    try:
+        return int(_absmax(a)) * int(_absmax(b)) * min(a.size, b.size)
+    except (OverflowError, ValueError):
+        return 2 ** 64
+
+
+def _valid_numpy(a, k, dtype=np.int64):
+    """Valid correlation summed by NumPy in ``dtype`` (int64: exact modulo 2**64;
+    long double: its precision): one shifted multiply-add per non-zero tap."""
     oshape = tuple(s - q + 1 for s, q in zip(a.shape, k.shape, strict=True))
-    out = np.zeros(oshape, np.int64)
-    with np.errstate(over="ignore"):
+    out = np.zeros(oshape, dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
         for t in zip(*np.nonzero(k), strict=True):
             out += k[t] * a[tuple(slice(i, i + o) for i, o in zip(t, oshape, strict=True))]
     return out
@@ -152,15 +175,15 @@ def _valid_int(a, k):
 
 def _direct_full(a, b):
     """The full convolution of ``a`` and ``b`` (same ndim), exact: float64 / complex128, or
-    int64 for integer inputs whose sums float64 cannot hold exactly."""
+    int64 for integer inputs whose sums float64 cannot hold exactly, or long double."""
     kernel = b[tuple(slice(None, None, -1) for _ in range(b.ndim))]
     pads = [(q - 1, q - 1) for q in b.shape]
-    if a.dtype.kind in "biu" and b.dtype.kind in "biu":
-        bound = (int(np.abs(a.astype(np.int64)).max(initial=0))
-                 * int(np.abs(b.astype(np.int64)).max(initial=0)) * min(a.size, b.size))
-        if bound >= _EXACT:
-            return _valid_int(np.pad(a.astype(np.int64), pads), kernel.astype(np.int64))
-    ct = np.complex128 if np.result_type(a, b).kind == "c" else np.float64
+    rt = np.result_type(a, b)
+    if a.dtype.kind in "biu" and b.dtype.kind in "biu" and _int_bound(a, b) >= _EXACT:
+        return _valid_numpy(np.pad(a.astype(np.int64), pads), kernel.astype(np.int64))
+    if rt.kind in "fc" and rt.itemsize > (16 if rt.kind == "c" else 8):      # long double
+        return _valid_numpy(np.pad(a.astype(rt), pads), kernel.astype(rt), rt)
+    ct = np.complex128 if rt.kind == "c" else np.float64
     x = torch.from_numpy(np.pad(a.astype(ct), pads))
     k = torch.from_numpy(np.array(kernel, dtype=ct, order="C"))   # fresh: positive strides
     return _valid_torch(x[None], k)[0].numpy()
@@ -172,7 +195,7 @@ def _workers():
     return max(1, torch.get_num_threads())
 
 
-def _ols_1d(a, b, complex_out):
+def _ols_1d(a, b, complex_out, real=np.float64):
     """Full 1-D convolution by overlap-save: frames of ``n`` samples hop by ``n - m + 1``;
     each block of frames is transformed, multiplied by the filter's spectrum and
     transformed back (a few MiB at a time)."""
@@ -181,7 +204,7 @@ def _ols_1d(a, b, complex_out):
     n = max(1024, 1 << (8 * m - 1).bit_length())      # ~8x the filter, a power of two
     hop = n - m + 1
     frames = -(-length // hop)
-    dtype = np.complex128 if complex_out else np.float64
+    dtype = np.result_type(real, np.complex64) if complex_out else np.dtype(real)
     padded = np.zeros((frames - 1) * hop + n, dtype)
     padded[m - 1:m - 1 + a.shape[0]] = a
     item = padded.itemsize
@@ -206,49 +229,76 @@ def _use_ols(a, b, axes):
 
 def _fft_full(a, b, axes):
     """The full convolution over ``axes`` (other axes broadcast) by FFTs, float64 or
-    complex128."""
+    complex128 (long double for long double inputs, as scipy)."""
     complex_out = a.dtype.kind == "c" or b.dtype.kind == "c"
+    rt = np.result_type(a, b)
+    real = np.longdouble if rt.kind in "fc" and rt.itemsize > (16 if complex_out else 8) \
+        else np.float64
+    cplx = np.result_type(real, np.complex64)
     if _use_ols(a, b, axes):
-        return _ols_1d(a, b, complex_out)
+        return _ols_1d(a, b, complex_out, real)
     if _use_ols(b, a, axes):
-        return _ols_1d(b, a, complex_out)
+        return _ols_1d(b, a, complex_out, real)
     full = [a.shape[i] + b.shape[i] - 1 for i in axes]
     fast = [sp_fft.next_fast_len(n, not complex_out) for n in full]
     workers = _workers()
     if complex_out:
-        fa = sp_fft.fftn(a.astype(np.complex128), fast, axes=axes, workers=workers)
-        fb = sp_fft.fftn(b.astype(np.complex128), fast, axes=axes, workers=workers)
+        fa = sp_fft.fftn(a.astype(cplx), fast, axes=axes, workers=workers)
+        fb = sp_fft.fftn(b.astype(cplx), fast, axes=axes, workers=workers)
         out = sp_fft.ifftn(fa * fb, fast, axes=axes, workers=workers, overwrite_x=True)
     else:
-        fa = sp_fft.rfftn(a.astype(np.float64), fast, axes=axes, workers=workers)
-        fb = sp_fft.rfftn(b.astype(np.float64), fast, axes=axes, workers=workers)
+        fa = sp_fft.rfftn(a.astype(real), fast, axes=axes, workers=workers)
+        fb = sp_fft.rfftn(b.astype(real), fast, axes=axes, workers=workers)
         out = sp_fft.irfftn(fa * fb, fast, axes=axes, workers=workers, overwrite_x=True)
     return out[tuple(slice(0, full[axes.index(i)]) if i in axes else slice(None)
                      for i in range(out.ndim))]
 
 
-def _fft_dtype(a, b):
-    """fftconvolve's result dtype: floats of the inputs' precision (float64 for
-    integers and bool, float32 for float16), complex for complex inputs."""
-    rt = np.result_type(a, b)
-    if rt.kind in "biu":
-        return np.dtype(np.float64)
-    if rt == np.float16:
+def _precision(x):
+    """The real type scipy.fft transforms ``x`` in."""
+    if x.dtype in (np.float16, np.float32, np.complex64):
         return np.dtype(np.float32)
-    return rt
+    if x.dtype.kind in "fc" and x.dtype.itemsize > (16 if x.dtype.kind == "c" else 8):
+        return np.dtype(np.longdouble)
+    return np.dtype(np.float64)
+
+
+def _fft_dtype(a, b):
+    """fftconvolve's result dtype: the wider of the inputs' transform precisions (float64
+    for integers and bool, float32 for float16/float32), complex for complex inputs."""
+    real = np.promote_types(_precision(a), _precision(b))
+    return np.result_type(real, np.complex64) if "c" in (a.dtype.kind, b.dtype.kind) else real
+
+
+def _fft_arrays(func, a, b, mode, axes):
+    """scipy.signal.fftconvolve on arrays: axes where either input has size 1 are not
+    transformed but broadcast (multiplied), as scipy does; with no axis left the result
+    is the plain product ``a * b`` in its own dtype."""
+    if a.ndim == b.ndim == 0:
+        return a * b
+    if a.ndim != b.ndim:
+        _check(func, a, b, mode)
+    if a.size == 0 or b.size == 0:       # scipy returns this before looking at mode / axes
+        return np.array([])
+    if axes is not None and not isinstance(axes, numbers.Integral) and np.iterable(axes) \
+            and len(axes) == 0:
+        raise ValueError(f"{func}: axes, when given, must not be empty, but got {axes!r}")
+    s1 = a.shape
+    axes = tuple(i for i in _axes(func, axes, a.ndim) if a.shape[i] != 1 and b.shape[i] != 1)
+    _, swap = _check(func, a, b, mode, axes)
+    if swap:
+        a, b = b, a
+    out = _fft_full(a, b, axes).astype(_fft_dtype(a, b), copy=False) if axes else a * b
+    if mode == "full":
+        return out
+    keep = s1 if mode == "same" else [a.shape[i] - b.shape[i] + 1 if i in axes else n
+                                      for i, n in enumerate(out.shape)]
+    return out[tuple(slice((n - k) // 2, (n - k) // 2 + k)
+                     for n, k in zip(out.shape, keep, strict=True))]
 
 
 def _fftconvolve(func, in1, in2, mode, axes):
-    a, b = _array(func, "in1", in1), _array(func, "in2", in2)
-    if a.ndim == b.ndim == 0:
-        return a * b
-    axes, swap = _check(func, a, b, mode, axes)
-    if a.size == 0 or b.size == 0:
-        return np.array([])
-    if swap:
-        a, b = b, a
-    out = _fft_full(a, b, axes)
-    return _crop(out, a.shape, b.shape, mode, axes).astype(_fft_dtype(a, b), copy=False)
+    return _fft_arrays(func, _array(func, "in1", in1), _array(func, "in2", in2), mode, axes)
 
 
 def fftconvolve(in1, in2, mode="full", axes=None):
@@ -291,9 +341,6 @@ def _direct_supported(func, rt, a, b, mode):
     if not numpy_1d and (rt.kind == "b" or rt == np.float16):
         raise ValueError(f"{func}: method 'direct' does not support dtype {rt} for these "
                          f"inputs (as in scipy: 'Unsupported type'); use method='fft'")
-    if rt.kind in "fc" and rt.itemsize > (16 if rt.kind == "c" else 8):
-        raise ValueError(f"{func}: dtype {rt} is not supported (float16 to float64, "
-                         f"complex64 and complex128 are)")
 
 
 def _convolve(func, a, b, mode, method):
@@ -305,26 +352,22 @@ def _convolve(func, a, b, mode, method):
                          f"but got method={method!r}")
     if swap:
         a, b = b, a
+    if a.size == 0 or b.size == 0:
+        return _empty(func, a, b, mode, method)
     if method == "auto":
         method = _choose(a, b, mode)
     rt = np.result_type(a, b)
     axes = tuple(range(a.ndim))
     if method == "fft":
-        if a.size == 0 or b.size == 0:
-            raise ValueError(f"{func}: in1 and in2 must not be empty, but got shapes "
-                             f"{a.shape} and {b.shape}")
-        out = _crop(_fft_full(a, b, axes), a.shape, b.shape, mode, axes)
-        if rt.kind in "biu":
-            out = np.around(out.real if rt.kind != "c" else out)
+        out = _fft_arrays(func, a, b, mode, None)
+        if rt.kind in "iu":             # rounded (bool: any non-zero is True, as scipy)
+            out = np.around(out.real)
         if out.size and not np.isfinite(out.flat[0]):
             warnings.warn("Use of fft convolution on input with NAN or inf results in NAN or "
                           "inf output. Consider using method='direct' instead.",
                           RuntimeWarning, stacklevel=3)
         return out.astype(rt, copy=False)
     _direct_supported(func, rt, a, b, mode)
-    if a.size == 0 or b.size == 0:
-        raise ValueError(f"{func}: in1 and in2 must not be empty, but got shapes {a.shape} "
-                         f"and {b.shape}")
     out = _crop(_direct_full(a, b), a.shape, b.shape, mode, axes)
     if rt.kind == "b":
         return out != 0                             # NumPy's: or of ands
@@ -332,6 +375,42 @@ def _convolve(func, a, b, mode, method):
         out = out.astype(np.int64)                 # exact integers: wraps on the cast below
     with np.errstate(over="ignore"):
         return out.astype(rt, copy=False)
+
+
+class EmptyInputError(ValueError, IndexError):
+    """An empty input where scipy raises IndexError (method 'fft'); also a ValueError."""
+
+
+def _empty(func, a, b, mode, method):
+    """scipy's outcomes for an empty input (``a``, ``b`` already swapped for 'valid'):
+    'fft' fails (an IndexError in scipy); 'auto' fails for integers (scipy takes the
+    maximum of an empty array) and is 'direct' otherwise; 'direct' fails for 1-D inputs
+    (NumPy's sums) and otherwise gives zeros of the output's shape where scipy's N-D loop
+    can form it."""
+    shapes = f"shapes {a.shape} and {b.shape}"
+    if method == "auto":
+        if a.dtype.kind in "iu" or b.dtype.kind in "iu":
+            raise ValueError(f"{func}: method 'auto' cannot weigh empty integer inputs (as in "
+                             f"scipy), but got {shapes}")
+        method = "direct"
+    if method == "fft":
+        raise EmptyInputError(f"{func}: method 'fft' needs non-empty inputs, but got {shapes}")
+    rt = np.result_type(a, b)
+    if a.ndim == 1 and (mode != "same" or a.size >= b.size):
+        raise ValueError(f"{func}: 1-D inputs must not be empty, but got {shapes}")
+    if mode == "valid":
+        shape = [p - q + 1 for p, q in zip(a.shape, b.shape, strict=True)]
+    else:
+        s1, s2 = (b.shape, a.shape) if mode == "full" and b.size > a.size else (a.shape,
+                                                                                b.shape)
+        full = [p + q - 1 for p, q in zip(s1, s2, strict=True)]
+        if min(full) < 0 or any(f < p and p != 1 for f, p in zip(full, s1, strict=True)):
+            raise ValueError(f"{func}: with an empty input, an axis of size 0 needs the other "
+                             f"input to have size 0 or 1 there (scipy's direct method), but "
+                             f"got {shapes}")
+        shape = full if mode == "full" else a.shape
+    _direct_supported(func, rt, a, b, mode)
+    return np.zeros(shape, rt)
 
 
 def convolve(in1, in2, mode="full", method="auto"):
@@ -411,13 +490,14 @@ def _choose(a, b, mode):
         return "direct"
     if rt == np.float16 and (a.ndim > 1 or (mode == "same" and a.size < b.size)):
         return "fft"                   # the direct method refuses float16 here (as scipy)
-    if rt.kind in "iu":
-        bound = (int(np.abs(a.astype(np.int64)).max(initial=0))
-                 * int(np.abs(b.astype(np.int64)).max(initial=0)) * min(a.size, b.size))
-        if bound >= 2 ** 52:           # FFT rounding could miss the exact integer
-            return "direct"
     if a.size == 0 or b.size == 0:
+        if a.dtype.kind in "iu" or b.dtype.kind in "iu":
+            raise ValueError(f"choose_conv_method: empty integer inputs cannot be weighed "
+                             f"(as in scipy), but got shapes {a.shape} and {b.shape}")
         return "direct"
+    if a.dtype.kind in "iu" or b.dtype.kind in "iu":
+        if _int_bound(a, b) >= 2 ** 52:    # FFT rounding could miss the exact integer
+            return "direct"
     direct, fft = _costs(a, b, mode)
     return "fft" if fft < direct else "direct"
 
