@@ -1,6 +1,8 @@
 """convforge.convolve / correlate / fftconvolve / oaconvolve / choose_conv_method against
 scipy.signal: values, dtypes, shapes and errors, 1-D to 4-D."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -175,3 +177,124 @@ def test_long_signal_overlap_save_matches_direct_sum():
     _same(convforge.oaconvolve(x, h, mode="same"), signal.oaconvolve(x, h, mode="same"))
     xc = x + 1j * rng.standard_normal(50_000)
     _same(convforge.fftconvolve(xc, h, mode="valid"), np.convolve(xc, h, mode="valid"))
+
+
+def _random_any(rng, shape, dtype):
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iu":
+        return rng.integers(0 if dtype.kind == "u" else -100, 100, shape).astype(dtype)
+    return _random(rng, shape, dtype)
+
+
+def _agrees(ours, theirs, dtypes, msg):
+    """Same dtype and shape; integers and bool equal; floats within the precision of the
+    narrowest input (scipy transforms float32 inputs in single precision)."""
+    assert ours.dtype == theirs.dtype and ours.shape == theirs.shape, msg
+    if ours.dtype.kind in "biu":
+        assert np.array_equal(ours, theirs), msg
+    elif ours.size:
+        single = any(np.dtype(d) in (np.float16, np.float32, np.complex64) for d in dtypes)
+        half = any(np.dtype(d) == np.float16 for d in dtypes)
+        tol = 3e-2 if half else 3e-4 if single else 1e-9
+        scale = max(1.0, float(np.abs(theirs).max()))
+        assert float(np.abs(ours - theirs).max()) <= tol * scale, msg
+
+
+MORE_DTYPES = ["bool", "int16", "uint16", "int32", "uint32", "uint64", "float16",
+               "longdouble", "clongdouble"]
+
+
+@pytest.mark.parametrize("dtypes", [(d, d) for d in MORE_DTYPES]
+                         + [("int8", "float32"), ("uint8", "complex64"), ("bool", "int32"),
+                            ("float32", "float64"), ("int64", "uint64"),
+                            ("longdouble", "int8")], ids=str)
+@pytest.mark.parametrize("shapes", [((6,), (3,)), ((3,), (6,)), ((4, 5), (2, 3)),
+                                    ((3, 4, 3), (2, 2, 2))], ids=str)
+def test_every_dtype_and_method_like_scipy(shapes, dtypes):
+    rng = np.random.default_rng(8)
+    a, b = _random_any(rng, shapes[0], dtypes[0]), _random_any(rng, shapes[1], dtypes[1])
+    for func in ("convolve", "correlate"):
+        for mode in ("full", "same", "valid"):
+            for method in ("direct", "fft", "auto"):
+                theirs, error = _outcome(getattr(signal, func), a, b, mode, method)
+                if error is not None:
+                    if method == "auto" and "Unsupported type" in str(error):
+                        continue            # scipy's auto picks direct for float16 N-D
+                    with pytest.raises(type(error)):
+                        getattr(convforge, func)(a, b, mode, method)
+                    continue
+                _agrees(getattr(convforge, func)(a, b, mode, method), theirs, dtypes,
+                        f"{func} {mode} {method}")
+        for func in ("fftconvolve", "oaconvolve"):
+            _agrees(getattr(convforge, func)(a, b), getattr(signal, func)(a, b), dtypes, func)
+
+
+EMPTY_SHAPES = [((0,), (3,)), ((3,), (0,)), ((0,), (0,)), ((0,), (1,)), ((2, 0), (1, 2)),
+                ((1, 2), (2, 0)), ((0, 3), (0, 2)), ((0, 3), (1, 2)), ((2, 3), (0, 2)),
+                ((1, 1), (3, 0)), ((0, 0), (0, 0))]
+
+
+@pytest.mark.parametrize("shapes", EMPTY_SHAPES, ids=str)
+@pytest.mark.parametrize("dtype", ["float64", "int64", "bool"])
+def test_empty_inputs_like_scipy(shapes, dtype):
+    a, b = np.ones(shapes[0], dtype), np.ones(shapes[1], dtype)
+    for func in ("convolve", "correlate", "fftconvolve", "oaconvolve"):
+        methods = ("direct", "fft", "auto") if func in ("convolve", "correlate") else (None,)
+        for mode in ("full", "same", "valid"):
+            for method in methods:
+                args = (a, b, mode) if method is None else (a, b, mode, method)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    theirs, error = _outcome(getattr(signal, func), *args)
+                if error is not None:
+                    with pytest.raises(type(error), match=f"^{func}: "):
+                        getattr(convforge, func)(*args)
+                    continue
+                _same(getattr(convforge, func)(*args), theirs, f"{func} {mode} {method}")
+
+
+def test_fft_empty_error_is_both_value_and_index_error():
+    with pytest.raises(ValueError, match="needs non-empty inputs"):
+        convforge.convolve(np.ones(0), np.ones(3), method="fft")
+    with pytest.raises(IndexError):
+        convforge.correlate(np.ones((2, 0)), np.ones((1, 2)), method="fft")
+    with pytest.raises(ValueError, match="empty integer inputs"):
+        convforge.choose_conv_method(np.ones(0, int), np.ones(3))
+
+
+@pytest.mark.parametrize("shapes", [((1,), (5,)), ((5,), (1,)), ((3, 1), (1, 4)),
+                                    ((2, 1), (3, 4)), ((1, 1), (3, 4)), ((2, 3, 4), (1, 3, 1))],
+                         ids=str)
+@pytest.mark.parametrize("dtype", ["int64", "bool", "int8", "float32", "complex64"])
+def test_fftconvolve_broadcasts_size_one_axes_like_scipy(shapes, dtype):
+    """Axes where either input has size 1 are multiplied, not transformed: with none left
+    scipy returns the plain product in its own dtype (and 'valid' ignores them)."""
+    rng = np.random.default_rng(9)
+    a, b = _random_any(rng, shapes[0], dtype), _random_any(rng, shapes[1], dtype)
+    for func in ("fftconvolve", "oaconvolve"):
+        for mode in ("full", "same", "valid"):
+            theirs, error = _outcome(getattr(signal, func), a, b, mode)
+            if error is not None:
+                with pytest.raises(type(error)):
+                    getattr(convforge, func)(a, b, mode)
+                continue
+            _agrees(getattr(convforge, func)(a, b, mode), theirs, (dtype,), f"{func} {mode}")
+
+
+@pytest.mark.parametrize("axes", [(), 1.5, (5,), (0, 0), "a"])
+def test_fft_axes_errors_like_scipy(axes):
+    a, b = np.ones((4, 5)), np.ones((2, 3))
+    for func in ("fftconvolve", "oaconvolve"):
+        theirs, error = _outcome(getattr(signal, func), a, b, axes=axes)
+        assert error is not None
+        with pytest.raises(type(error), match=f"^{func}: "):
+            getattr(convforge, func)(a, b, axes=axes)
+
+
+def test_huge_unsigned_and_mixed_integer_rules():
+    a = np.array([2 ** 63 + 5, 2 ** 64 - 1, 7], np.uint64)
+    b = np.array([3, 2 ** 63 + 1], np.uint64)
+    for method in ("direct", "auto"):
+        _same(convforge.convolve(a, b, method=method), signal.convolve(a, b, method=method))
+    x, h = np.full(50, 2 ** 30, np.int64), np.full(50, 2.0 ** 30)      # either is an integer
+    assert convforge.choose_conv_method(x, h) == signal.choose_conv_method(x, h) == "direct"
