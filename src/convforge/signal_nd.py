@@ -9,24 +9,24 @@ NumPy in, NumPy out, any number of dimensions (both inputs the same). The two me
   lower-dimensional ones). Integer inputs are summed in float64 when every partial sum is
   exact there (``max|in1| max|in2| min(size) < 2**53``), else in int64 (exact modulo
   2**64), and cast to the result type with scipy's wrap-around.
-* ``"fft"``: products of real (or complex) FFTs of the zero-padded inputs (``scipy.fft``
-  with 5-smooth lengths, on as many threads as torch uses); a long 1-D signal with a much
-  shorter filter is done by overlap-save in blocks of a few thousand samples (that is
-  ``oaconvolve``'s domain, and 2x faster here than scipy's own for 10**7 samples and 255
-  taps). Integer results are rounded, as scipy rounds them.
+* ``"fft"``: :mod:`convforge.signal_fft` (scipy.fft products; overlap-save for a long
+  1-D signal and a short filter). Integer results are rounded, as scipy rounds them.
 
-``"auto"`` picks the method with our own cost estimate (:func:`choose_conv_method`).
+``"auto"`` picks the method with our own cost estimate (:func:`choose_conv_method`);
+unlike scipy's, it never picks a method that refuses the dtype (float16 in two or more
+dimensions goes to the FFT, where scipy's choice of "direct" raises).
 
 Result dtypes as scipy's: ``convolve`` / ``correlate`` return ``np.result_type(in1,
-in2)`` (integers stay integers; ``"direct"`` refuses bool and float16, as scipy does);
-``fftconvolve`` / ``oaconvolve`` return floats (float64 for integers, float32 for
-float16/float32, complex for complex inputs).
+in2)`` (integers stay integers; ``"direct"`` refuses bool and float16 except for 1-D
+inputs, as scipy does); ``fftconvolve`` / ``oaconvolve`` return floats (float64 for
+integers, float32 for float16/float32, complex for complex inputs). Empty inputs give
+scipy's outcomes: zeros where scipy's direct loop forms an output, otherwise
+``ValueError`` (:class:`EmptyInputError`, also an ``IndexError``, for ``"fft"``).
 """
 
 from __future__ import annotations
 
 import math
-import numbers
 import time
 import warnings
 
@@ -34,9 +34,19 @@ import numpy as np
 import scipy.fft as sp_fft
 import torch
 
-__all__ = ["convolve", "correlate", "fftconvolve", "oaconvolve", "choose_conv_method"]
+from .signal_fft import (
+    _array,
+    _check,
+    _crop,
+    _fft_arrays,
+    _use_ols,
+    fftconvolve,
+    oaconvolve,
+)
 
-_MODES = ("full", "same", "valid")
+__all__ = ["convolve", "correlate", "fftconvolve", "oaconvolve", "choose_conv_method",
+           "EmptyInputError"]
+
 _METHODS = ("auto", "direct", "fft")
 # cost model of choose_conv_method (seconds), measured on the 2-core machine: the direct
 # loops do ~1e10 real multiply-adds per second, scipy.fft ~ 1.4e9 "N log2 N" units
@@ -44,76 +54,6 @@ _DIRECT_MAC = 1.0e-10
 _FFT_UNIT = 7.0e-10
 _OVERHEAD = 2.0e-5
 _EXACT = 2 ** 53
-
-
-def _array(func, name, value):
-    if isinstance(value, torch.Tensor):
-        value = value.detach().resolve_conj().cpu().numpy()
-    a = np.asarray(value)
-    if a.dtype.kind not in "biufc":
-        raise TypeError(f"{func}: {name} must be a numeric array (bool, integer, float or "
-                        f"complex), but got dtype {a.dtype}")
-    return a
-
-
-def _check(func, in1, in2, mode, axes=None):
-    """scipy's checks: equal dimensionality, a known mode, 'valid' sizes. Returns the
-    convolution axes and whether the inputs must be swapped (mode 'valid')."""
-    if in1.ndim != in2.ndim:
-        raise ValueError(f"{func}: in1 and in2 should have the same dimensionality, but got "
-                         f"{in1.ndim}D and {in2.ndim}D")
-    if not isinstance(mode, str) or mode not in _MODES:
-        raise ValueError(f"{func}: acceptable mode flags are 'valid', 'same', or 'full', "
-                         f"but got mode={mode!r}")
-    axes = _axes(func, axes, in1.ndim)
-    for a in range(in1.ndim):
-        if a not in axes and in1.shape[a] != in2.shape[a] and 1 not in (in1.shape[a],
-                                                                         in2.shape[a]):
-            raise ValueError(f"{func}: incompatible shapes for in1 and in2: {in1.shape} "
-                             f"and {in2.shape} (axis {a} is not convolved and does not "
-                             f"broadcast)")
-    swap = False
-    if mode == "valid":
-        big1 = all(in1.shape[a] >= in2.shape[a] for a in axes)
-        big2 = all(in2.shape[a] >= in1.shape[a] for a in axes)
-        if not (big1 or big2):
-            raise ValueError(f"{func}: for 'valid' mode, one must be at least as large as the "
-                             f"other in every dimension, but got shapes {in1.shape} and "
-                             f"{in2.shape}")
-        swap = not big1
-    return axes, swap
-
-
-def _axes(func, axes, ndim):
-    if axes is None:
-        return tuple(range(ndim))
-    if not isinstance(axes, numbers.Integral) and not np.iterable(axes):
-        raise ValueError(f"{func}: axes must be an int or a sequence of ints, but got "
-                         f"{axes!r}")
-    items = [axes] if isinstance(axes, numbers.Integral) else list(axes)
-    out = []
-    for a in items:
-        if not isinstance(a, numbers.Integral) or not -ndim <= a < ndim:
-            raise ValueError(f"{func}: axes must be integers in [-{ndim}, {ndim}), but got "
-                             f"{axes!r}")
-        out.append(int(a) % ndim)
-    if len(set(out)) != len(out):
-        raise ValueError(f"{func}: axes must be unique, but got {axes!r}")
-    return tuple(sorted(out))
-
-
-def _crop(full, s1, s2, mode, axes):
-    """The 'same' (centred on in1's shape) or 'valid' part of a full result."""
-    if mode == "full":
-        return full
-    index = [slice(None)] * full.ndim
-    for a in axes:
-        if mode == "same":
-            start = (full.shape[a] - s1[a]) // 2
-            index[a] = slice(start, start + s1[a])
-        else:
-            index[a] = slice(s2[a] - 1, s1[a])
-    return full[tuple(index)]
 
 
 # ------------------------------------------------------------------------------ direct
@@ -187,149 +127,6 @@ def _direct_full(a, b):
     x = torch.from_numpy(np.pad(a.astype(ct), pads))
     k = torch.from_numpy(np.array(kernel, dtype=ct, order="C"))   # fresh: positive strides
     return _valid_torch(x[None], k)[0].numpy()
-
-
-# --------------------------------------------------------------------------------- fft
-
-def _workers():
-    return max(1, torch.get_num_threads())
-
-
-def _ols_1d(a, b, complex_out, real=np.float64):
-    """Full 1-D convolution by overlap-save: frames of ``n`` samples hop by ``n - m + 1``;
-    each block of frames is transformed, multiplied by the filter's spectrum and
-    transformed back (a few MiB at a time)."""
-    m = b.shape[0]
-    length = a.shape[0] + m - 1
-    n = max(1024, 1 << (8 * m - 1).bit_length())      # ~8x the filter, a power of two
-    hop = n - m + 1
-    frames = -(-length // hop)
-    dtype = np.result_type(real, np.complex64) if complex_out else np.dtype(real)
-    padded = np.zeros((frames - 1) * hop + n, dtype)
-    padded[m - 1:m - 1 + a.shape[0]] = a
-    item = padded.itemsize
-    view = np.lib.stride_tricks.as_strided(padded, (frames, n), (hop * item, item),
-                                           writeable=False)
-    fwd, inv = (sp_fft.fft, sp_fft.ifft) if complex_out else (sp_fft.rfft, sp_fft.irfft)
-    spectrum = fwd(b.astype(dtype), n=n)
-    out = np.empty((frames, hop), dtype)
-    block = max(1, (1 << 20) // n)                    # ~8 MiB of frames per transform
-    workers = _workers()
-    for s in range(0, frames, block):
-        f = fwd(view[s:s + block], n=n, axis=-1, workers=workers)
-        f *= spectrum
-        out[s:s + block] = inv(f, n=n, axis=-1, workers=workers, overwrite_x=True)[:, m - 1:]
-    return out.reshape(-1)[:length]
-
-
-def _use_ols(a, b, axes):
-    return (a.ndim == 1 and axes == (0,) and b.shape[0] >= 8
-            and a.shape[0] >= 16 * b.shape[0])
-
-
-def _fft_full(a, b, axes):
-    """The full convolution over ``axes`` (other axes broadcast) by FFTs, float64 or
-    complex128 (long double for long double inputs, as scipy)."""
-    complex_out = a.dtype.kind == "c" or b.dtype.kind == "c"
-    rt = np.result_type(a, b)
-    real = np.longdouble if rt.kind in "fc" and rt.itemsize > (16 if complex_out else 8) \
-        else np.float64
-    cplx = np.result_type(real, np.complex64)
-    if _use_ols(a, b, axes):
-        return _ols_1d(a, b, complex_out, real)
-    if _use_ols(b, a, axes):
-        return _ols_1d(b, a, complex_out, real)
-    full = [a.shape[i] + b.shape[i] - 1 for i in axes]
-    fast = [sp_fft.next_fast_len(n, not complex_out) for n in full]
-    workers = _workers()
-    if complex_out:
-        fa = sp_fft.fftn(a.astype(cplx), fast, axes=axes, workers=workers)
-        fb = sp_fft.fftn(b.astype(cplx), fast, axes=axes, workers=workers)
-        out = sp_fft.ifftn(fa * fb, fast, axes=axes, workers=workers, overwrite_x=True)
-    else:
-        fa = sp_fft.rfftn(a.astype(real), fast, axes=axes, workers=workers)
-        fb = sp_fft.rfftn(b.astype(real), fast, axes=axes, workers=workers)
-        out = sp_fft.irfftn(fa * fb, fast, axes=axes, workers=workers, overwrite_x=True)
-    return out[tuple(slice(0, full[axes.index(i)]) if i in axes else slice(None)
-                     for i in range(out.ndim))]
-
-
-def _precision(x):
-    """The real type scipy.fft transforms ``x`` in."""
-    if x.dtype in (np.float16, np.float32, np.complex64):
-        return np.dtype(np.float32)
-    if x.dtype.kind in "fc" and x.dtype.itemsize > (16 if x.dtype.kind == "c" else 8):
-        return np.dtype(np.longdouble)
-    return np.dtype(np.float64)
-
-
-def _fft_dtype(a, b):
-    """fftconvolve's result dtype: the wider of the inputs' transform precisions (float64
-    for integers and bool, float32 for float16/float32), complex for complex inputs."""
-    real = np.promote_types(_precision(a), _precision(b))
-    return np.result_type(real, np.complex64) if "c" in (a.dtype.kind, b.dtype.kind) else real
-
-
-def _fft_arrays(func, a, b, mode, axes):
-    """scipy.signal.fftconvolve on arrays: axes where either input has size 1 are not
-    transformed but broadcast (multiplied), as scipy does; with no axis left the result
-    is the plain product ``a * b`` in its own dtype."""
-    if a.ndim == b.ndim == 0:
-        return a * b
-    if a.ndim != b.ndim:
-        _check(func, a, b, mode)
-    if a.size == 0 or b.size == 0:       # scipy returns this before looking at mode / axes
-        return np.array([])
-    if axes is not None and not isinstance(axes, numbers.Integral) and np.iterable(axes) \
-            and len(axes) == 0:
-        raise ValueError(f"{func}: axes, when given, must not be empty, but got {axes!r}")
-    s1 = a.shape
-    axes = tuple(i for i in _axes(func, axes, a.ndim) if a.shape[i] != 1 and b.shape[i] != 1)
-    _, swap = _check(func, a, b, mode, axes)
-    if swap:
-        a, b = b, a
-    out = _fft_full(a, b, axes).astype(_fft_dtype(a, b), copy=False) if axes else a * b
-    if mode == "full":
-        return out
-    keep = s1 if mode == "same" else [a.shape[i] - b.shape[i] + 1 if i in axes else n
-                                      for i, n in enumerate(out.shape)]
-    return out[tuple(slice((n - k) // 2, (n - k) // 2 + k)
-                     for n, k in zip(out.shape, keep, strict=True))]
-
-
-def _fftconvolve(func, in1, in2, mode, axes):
-    return _fft_arrays(func, _array(func, "in1", in1), _array(func, "in2", in2), mode, axes)
-
-
-def fftconvolve(in1, in2, mode="full", axes=None):
-    """Convolve two N-D arrays by FFTs (``scipy.signal.fftconvolve``).
-
-    Args:
-        in1, in2: arrays of the same ndim (tensors are converted).
-        mode: ``"full"``, ``"same"`` (in1's shape, centred) or ``"valid"``.
-        axes: the axes to convolve over (default all); the others must be equal or 1 in
-            one input (broadcast).
-
-    Returns:
-        float64 for integer inputs, float32 for float16/float32, complex for complex.
-
-    Example:
-        >>> fftconvolve([1, 2, 3], [1, 1])
-        array([1., 3., 5., 3.])
-    """
-    return _fftconvolve("fftconvolve", in1, in2, mode, axes)
-
-
-def oaconvolve(in1, in2, mode="full", axes=None):
-    """Convolve two N-D arrays by overlap-add / overlap-save FFTs
-    (``scipy.signal.oaconvolve``): the same values and dtypes as :func:`fftconvolve`;
-    a long 1-D signal and a short filter go through blocks of a few thousand samples.
-
-    Example:
-        >>> oaconvolve([1, 2, 3], [1, 1], mode="same")
-        array([1., 3., 5.])
-    """
-    return _fftconvolve("oaconvolve", in1, in2, mode, axes)
 
 
 # ---------------------------------------------------------------- convolve, correlate
