@@ -3,6 +3,7 @@
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from scipy import ndimage
@@ -213,3 +214,10 @@ def test_integer_outputs_bit_exact_on_large_inputs(shape, weights):
         for func in ("correlate", "convolve"):
             _same(getattr(cnd, func)(a, weights, mode=mode, cval=3),
                   getattr(ndimage, func)(a, weights, mode=mode, cval=3), f"{func} {mode}")
+
+
+def test_tensors_in_tensors_out():
+    t = torch.arange(20.0).reshape(4, 5)
+    ours = cnd.convolve(t, torch.ones(2, 3), mode="wrap")
+    assert isinstance(ours, torch.Tensor)
+    _same(ours.numpy(), ndimage.convolve(t.numpy(), np.ones((2, 3)), mode="wrap"))

@@ -115,8 +115,10 @@ def test_scalars_tensors_and_lists():
         np.array(1j), np.array(1j))
     _same(convforge.convolve([1, 2, 3], [0, 1, 0.5]), signal.convolve([1, 2, 3], [0, 1, 0.5]))
     t = torch.arange(6.0).reshape(2, 3)
-    _same(convforge.correlate(t, torch.ones(2, 2)), signal.correlate(t.numpy(),
-                                                                     np.ones((2, 2), np.float32)))
+    for func in ("correlate", "convolve", "fftconvolve", "oaconvolve"):
+        ours = getattr(convforge, func)(t, torch.ones(2, 2))   # a tensor in1: a tensor back
+        assert isinstance(ours, torch.Tensor)
+        _same(ours.numpy(), getattr(signal, func)(t.numpy(), np.ones((2, 2), np.float32)))
 
 
 ERRORS = [

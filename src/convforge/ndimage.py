@@ -267,6 +267,7 @@ def _cast(values, dtype):
 # ------------------------------------------------------------------------------- main
 
 def _correlate(func, input, weights, output, mode, cval, origin, axes, convolution):
+    tensor = input if isinstance(input, torch.Tensor) else None
     input, weights = _as_array(input), _as_array(weights)
     complex_in, complex_w = input.dtype.kind == "c", weights.dtype.kind == "c"
     complex_ = complex_in or complex_w
@@ -354,6 +355,8 @@ def _correlate(func, input, weights, output, mode, cval, origin, axes, convoluti
             real[...] = corr(input, parts[0], cvals[0])
             imag[...] = corr(input, parts[1], cvals[0])
     if array is None:
+        if tensor is not None:                 # NumPy in, NumPy out; a tensor gets a tensor
+            return torch.from_numpy(np.ascontiguousarray(result)).to(tensor.device)
         return result
     array[...] = result
     return array
@@ -379,7 +382,8 @@ def correlate(input, weights, output=None, mode="reflect", cval=0.0, origin=0, *
         axes: the axes to filter (default all); the weights have one axis per entry.
 
     Returns:
-        The filtered array (``output`` itself when an array was given).
+        The filtered array (``output`` itself when an array was given; a tensor for a
+        tensor ``input``).
 
     Raises:
         RuntimeError: weights of the wrong shape, an origin sequence of the wrong length,

@@ -200,8 +200,16 @@ def _fft_arrays(func, a, b, mode, axes):
                      for n, k in zip(out.shape, keep, strict=True))]
 
 
+def _like(result, in1):
+    """NumPy in, NumPy out: a tensor ``in1`` gets a tensor back (on its device)."""
+    if not isinstance(in1, torch.Tensor):
+        return result
+    return torch.from_numpy(np.ascontiguousarray(result)).to(in1.device)
+
+
 def _fftconvolve(func, in1, in2, mode, axes):
-    return _fft_arrays(func, _array(func, "in1", in1), _array(func, "in2", in2), mode, axes)
+    out = _fft_arrays(func, _array(func, "in1", in1), _array(func, "in2", in2), mode, axes)
+    return _like(out, in1)
 
 
 def fftconvolve(in1, in2, mode="full", axes=None):

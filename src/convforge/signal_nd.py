@@ -1,7 +1,8 @@
 """N-D ``convolve``, ``correlate``, ``fftconvolve``, ``oaconvolve`` and
 ``choose_conv_method`` with scipy.signal's signatures, semantics, dtypes and errors.
 
-NumPy in, NumPy out, any number of dimensions (both inputs the same). The two methods:
+NumPy in, NumPy out (a tensor ``in1`` gives a tensor, as :func:`convforge.correlate2d`),
+any number of dimensions (both inputs the same). The two methods:
 
 * ``"direct"``: the exact sum, computed by convforge's own convolutions on float64 /
   complex128 tensors (:func:`convforge.conv1d`, :func:`convforge.conv2d`,
@@ -39,6 +40,7 @@ from .signal_fft import (
     _check,
     _crop,
     _fft_arrays,
+    _like,
     _use_ols,
     fftconvolve,
     oaconvolve,
@@ -236,8 +238,8 @@ def convolve(in1, in2, mode="full", method="auto"):
         array([[2, 1],
                [1, 2]], dtype=int8)
     """
-    return _convolve("convolve", _array("convolve", "in1", in1),
-                     _array("convolve", "in2", in2), mode, method)
+    return _like(_convolve("convolve", _array("convolve", "in1", in1),
+                           _array("convolve", "in2", in2), mode, method), in1)
 
 
 def correlate(in1, in2, mode="full", method="auto"):
@@ -252,11 +254,11 @@ def correlate(in1, in2, mode="full", method="auto"):
     """
     a, b = _array("correlate", "in1", in1), _array("correlate", "in2", in2)
     if a.ndim == b.ndim == 0:
-        return a * b.conj()
+        return _like(a * b.conj(), in1)
     if a.ndim != b.ndim:
         _check("correlate", a, b, mode)
     rev = b[tuple(slice(None, None, -1) for _ in range(b.ndim))].conj()
-    return _convolve("correlate", a, rev, mode, method)
+    return _like(_convolve("correlate", a, rev, mode, method), in1)
 
 
 # ------------------------------------------------------------------ choosing a method
