@@ -4,7 +4,7 @@
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
@@ -221,3 +221,23 @@ def test_tensors_in_tensors_out():
     ours = cnd.convolve(t, torch.ones(2, 3), mode="wrap")
     assert isinstance(ours, torch.Tensor)
     _same(ours.numpy(), ndimage.convolve(t.numpy(), np.ones((2, 3)), mode="wrap"))
+
+
+@settings(max_examples=30)
+@given(nd=st.integers(1, 4), data=st.data())
+def test_property_dtypes_outputs_axes_match_scipy(nd, data):
+    """Random shapes, an axis subset (in any order: scipy places the weights' axes in
+    sorted order but the origins at ``axes[k]``), dtypes and integer outputs: scipy's
+    values exactly (integer outputs bit for bit), or scipy's exception."""
+    shape = data.draw(st.tuples(*[st.integers(1, 5)] * nd))
+    axes = data.draw(st.lists(st.integers(0, nd - 1), min_size=1, max_size=nd, unique=True))
+    wshape = data.draw(st.tuples(*[st.integers(1, 4)] * len(axes)))
+    dtype = data.draw(st.sampled_from([np.uint8, np.int32, np.float32, np.float64, bool]))
+    output = data.draw(st.sampled_from([None, np.int16, np.uint8, np.float64]))
+    mode = data.draw(st.sampled_from(MODES))
+    origin = [data.draw(st.integers(-(w // 2), (w - 1) // 2)) for w in wshape]
+    rng = np.random.default_rng(data.draw(st.integers(0, 1000)))
+    a = _random(rng, shape, dtype)
+    w = np.round(rng.standard_normal(wshape), 1)
+    for func in ("correlate", "convolve"):
+        _both(func, a, w, output=output, mode=mode, origin=origin, cval=1.5, axes=axes)

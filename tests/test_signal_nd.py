@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import signal
 
@@ -300,3 +300,24 @@ def test_huge_unsigned_and_mixed_integer_rules():
         _same(convforge.convolve(a, b, method=method), signal.convolve(a, b, method=method))
     x, h = np.full(50, 2 ** 30, np.int64), np.full(50, 2.0 ** 30)      # either is an integer
     assert convforge.choose_conv_method(x, h) == signal.choose_conv_method(x, h) == "direct"
+
+
+@settings(max_examples=30)
+@given(nd=st.integers(1, 4), data=st.data())
+def test_property_integer_dtypes_match_scipy_exactly(nd, data):
+    """Integer inputs of any size and mode: scipy's wrapped / rounded integers exactly,
+    by every method."""
+    s1 = data.draw(st.tuples(*[st.integers(1, 5)] * nd))
+    s2 = data.draw(st.tuples(*[st.integers(1, 4)] * nd))
+    dtype = data.draw(st.sampled_from([np.int8, np.uint8, np.int16, np.int64, np.uint64]))
+    mode = data.draw(st.sampled_from(["full", "same", "valid"]))
+    rng = np.random.default_rng(data.draw(st.integers(0, 1000)))
+    a, b = _random_any(rng, s1, dtype), _random_any(rng, s2, dtype)
+    for func in ("convolve", "correlate"):
+        for method in ("direct", "fft", "auto"):
+            theirs, error = _outcome(getattr(signal, func), a, b, mode, method)
+            if error is not None:
+                with pytest.raises(type(error)):
+                    getattr(convforge, func)(a, b, mode, method)
+                continue
+            _same(getattr(convforge, func)(a, b, mode, method), theirs, f"{func} {method}")

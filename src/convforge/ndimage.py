@@ -88,7 +88,8 @@ def _axes(func, axes, ndim):
 
 
 def _origins(func, origin, axes, ndim):
-    """scipy's normalisation: one origin per filtered axis, 0 on the others."""
+    """scipy's normalisation: one origin per filtered axis, 0 on the others (placed at
+    ``axes[k]``; with every axis filtered, in the weights' own order, as scipy does)."""
     if not isinstance(origin, str) and np.iterable(origin):
         items = list(origin)
         if len(items) != len(axes):
@@ -96,6 +97,8 @@ def _origins(func, origin, axes, ndim):
                                f"({len(axes)}), but got {origin!r}")
     else:
         items = [origin] * len(axes)
+    if len(axes) == ndim:
+        return items
     full = [0] * ndim
     for o, a in zip(items, axes, strict=True):
         full[a] = o
