@@ -321,3 +321,24 @@ def test_property_integer_dtypes_match_scipy_exactly(nd, data):
                     getattr(convforge, func)(a, b, mode, method)
                 continue
             _same(getattr(convforge, func)(a, b, mode, method), theirs, f"{func} {method}")
+
+
+@settings(max_examples=30)
+@given(nd=st.integers(1, 4), data=st.data())
+def test_property_fft_axes_and_broadcast_match_scipy(nd, data):
+    """fftconvolve / oaconvolve over a random axis subset, with size-1 (broadcast) axes:
+    scipy's shapes, dtypes and values, or scipy's exception."""
+    s1 = data.draw(st.tuples(*[st.integers(1, 5)] * nd))
+    s2 = tuple(data.draw(st.sampled_from([1, n, 3])) for n in s1)
+    axes = data.draw(st.none() | st.lists(st.integers(-nd, nd - 1), min_size=1, max_size=nd))
+    dtype = data.draw(st.sampled_from([np.float64, np.float32, np.complex128, np.int16]))
+    mode = data.draw(st.sampled_from(["full", "same", "valid"]))
+    rng = np.random.default_rng(data.draw(st.integers(0, 1000)))
+    a, b = _random_any(rng, s1, dtype), _random_any(rng, s2, dtype)
+    for func in ("fftconvolve", "oaconvolve"):
+        theirs, error = _outcome(getattr(signal, func), a, b, mode, axes=axes)
+        if error is not None:
+            with pytest.raises(type(error), match=f"^{func}: "):
+                getattr(convforge, func)(a, b, mode, axes=axes)
+            continue
+        _agrees(getattr(convforge, func)(a, b, mode, axes=axes), theirs, (dtype,), func)
