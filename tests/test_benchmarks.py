@@ -112,3 +112,16 @@ def test_signal_nd_quick_agrees_and_prints_ratios(tmp_path, capsys):
     rows = json.loads(out.read_text())
     assert {"convforge.convolve", "scipy.oaconvolve", "torch.conv1d",
             "convforge.ndimage.correlate"} <= {r["impl"] for r in rows}
+
+
+def test_big_images_quick_agrees_with_in_memory(tmp_path, capsys):
+    pytest.importorskip("dask_image")
+    bench = _load("big_images")
+    out = tmp_path / "b.json"
+    assert bench.main(["--quick", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "x dask-image" in text and "all convforge runs agree" in text
+    rows = json.loads(out.read_text())
+    assert {"convforge CLI", "dask-image", "convforge distributed"} <= {r["impl"] for r in rows}
+    assert all(r["ok"] for r in rows if not r["impl"].startswith("CLI uint8 TIFF"))
+    assert rows[-1]["impl"].startswith("CLI uint8 TIFF") and rows[-1]["ok"]

@@ -176,16 +176,23 @@ def test_cli_interrupted_run_leaves_nothing_or_the_previous_output(images, monke
     assert main(["filter", str(tmp / "in.tif"), str(out), "-k", "box:3", "--chunks", "32"]) == 0
     before = (tifffile.imread(out) if target.endswith(".tif")
               else zarr.open(str(out), mode="r")[:])
+    from convforge import cli_stream
+
     calls = {"n": 0}
-    real = da.Array.compute
 
-    def failing(self, *args, **kwargs):            # the third band is interrupted
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real(self, *args, **kwargs)
+    class Interrupted:                             # Ctrl-C after the second band
+        def __enter__(self):
+            return self
 
-    monkeypatch.setattr(da.Array, "compute", failing)
+        def __exit__(self, *exc):
+            return False
+
+        def update(self, *args):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_stream, "_progress", lambda *args: Interrupted())
     assert main(["filter", str(tmp / "in.tif"), str(out), "-k", "sobel-x", "--chunks", "32",
                  "--force"]) == 130
     after = (tifffile.imread(out) if target.endswith(".tif")

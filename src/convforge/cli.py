@@ -260,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
              "Correlate IN with a kernel (convforge.filter2d, OpenCV's filter2D semantics)\n"
              "and write OUT. IN: PNG/JPEG/TIFF/BMP (grayscale or RGB) or .npy; a directory IN\n"
              "filters every image in it into the directory OUT (created). A .zarr IN or\n"
-             "OUT, a TIFF IN over 256 MiB, or --chunks streams: the image is read, filtered\n"
+             "OUT, a TIFF IN over 16 Mpixels, or --chunks streams: the image is read, filtered\n"
              "and written chunk by chunk (dask), OUT a .zarr store or a tiled BigTIFF.\n"
              "SPEC: a zoo name with options (sobel-x, laplacian:8, gaussian:sigma=2, box:5;\n"
              "all names: python -c 'import convforge; print(convforge.kernels.names())'),\n"

@@ -1,5 +1,8 @@
 """``convforge filter`` for images larger than memory: Zarr and (Big)TIFF in and out, chunk
-by chunk through dask (:mod:`convforge.bigimage`).
+by chunk through dask (:mod:`convforge.bigimage`). A .zarr IN or OUT, ``--chunks``, or a
+TIFF of more than 16 Mpixels written to TIFF streams. A streamed run starts no background
+compilation: it plans with the kernels that need none (torch's, ``fft``, ``shift``; the
+compiled ones too if this process has them already), keeping Numba's ~110 MiB out of it.
 
 The input is opened lazily (a memory-mapped TIFF, a tiled TIFF through tifffile's Zarr
 view, or a Zarr array), filtered as a dask array, and written band by band (one row of
@@ -24,17 +27,29 @@ from .cli_io import CLIError
 
 ZARR = (".zarr",)
 TIFF = (".tif", ".tiff")
-#: a TIFF input larger than this is streamed even to a TIFF output
-STREAM_BYTES = 256 << 20
+#: chunks computed together (per row of chunks): their inputs, halos included, are what
+#: a streamed run holds in memory
+_BLOCK_CHUNKS = 4
+#: a TIFF input of more pixels than this is streamed even to a TIFF output (filtering
+#: in memory holds a float64 copy: 8 bytes per pixel and channel, twice)
+STREAM_PIXELS = 1 << 24
 
 
 def wants_streaming(inp: Path, out: Path, chunks) -> bool:
     """Whether ``convforge filter IN OUT`` streams: a Zarr input or output, ``--chunks``,
-    or a TIFF input larger than :data:`STREAM_BYTES` written to TIFF."""
+    or a TIFF input of more than :data:`STREAM_PIXELS` pixels written to TIFF."""
     si, so = inp.suffix.lower(), out.suffix.lower()
     if si in ZARR or so in ZARR or chunks is not None:
         return True
-    return si in TIFF and so in TIFF and inp.is_file() and inp.stat().st_size > STREAM_BYTES
+    if not (si in TIFF and so in TIFF and inp.is_file()):
+        return False
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(inp) as tif:
+            return int(np.prod(tif.series[0].shape)) > STREAM_PIXELS
+    except Exception:                                      # noqa: BLE001 - read later
+        return False
 
 
 def _require():
@@ -50,9 +65,9 @@ def _require():
 
 class TiffRegions:
     """A TIFF read region by region, for ``dask.array.from_array``: each read opens the
-    file (memory-mapped when its data is contiguous, else through tifffile's Zarr view of
-    its tiles or strips), so the object pickles as a path and runs on process and
-    distributed workers."""
+    file (reading just the region's rows when the data is contiguous, else through
+    tifffile's Zarr view of its tiles or strips), so the object pickles as a path and runs
+    on process and distributed workers."""
 
     def __init__(self, path):
         import tifffile
@@ -68,9 +83,18 @@ class TiffRegions:
         import tifffile
         import zarr
 
-        if self.offset is not None:
-            data = np.memmap(self.path, self.dtype, "r", self.offset, self.shape)
-            return np.array(data[key])
+        if self.offset is not None:                    # contiguous: read the rows only
+            rows = key[0] if isinstance(key, tuple) else key
+            start, stop, _ = rows.indices(self.shape[0]) if isinstance(rows, slice) else \
+                (0, self.shape[0], 1)
+            pitch = int(np.prod(self.shape[1:])) * self.dtype.itemsize
+            with open(self.path, "rb") as f:
+                f.seek(self.offset + start * pitch)
+                data = np.fromfile(f, self.dtype, max(0, stop - start) * pitch
+                                   // self.dtype.itemsize)
+            data = data.reshape((max(0, stop - start),) + self.shape[1:])
+            rest = key[1:] if isinstance(key, tuple) else ()
+            return data[(slice(None),) + tuple(rest)]
         with tifffile.TiffFile(self.path) as tif:
             return np.asarray(zarr.open(tif.aszarr(), mode="r")[key])
 
@@ -174,9 +198,14 @@ def write(result, out: Path, chunks: int) -> None:
             z = zarr.open(str(tmp), mode="w", shape=result.shape, dtype=result.dtype,
                           chunks=tuple(min(chunks, s) for s in result.shape[:2])
                           + result.shape[2:])
+            width = result.chunksize[1] * _BLOCK_CHUNKS
             with _progress(len(bands), "filter") as bar:
-                for r0, r1 in bands:
-                    z[r0:r1] = result[r0:r1].compute()
+                for r0, r1 in bands:             # each chunk written as soon as computed
+                    for c0 in range(0, result.shape[1], width):   # a few chunks at a time
+                        c1 = min(result.shape[1], c0 + width)
+                        region = (slice(r0, r1), slice(c0, c1)) + (slice(None),) * (
+                            result.ndim - 2)
+                        da.store(result[region], z, regions=region, lock=False)
                     bar.update()
         else:
             side = max(16, min(256, chunks // 16 * 16))    # TIFF tiles: multiples of 16
@@ -218,9 +247,33 @@ def check_streaming_output(inp: Path, out: Path, force: bool) -> None:
                        f"{out.suffix or '(none)'!r}")
 
 
+def _fewer_arenas_under_a_cap() -> None:
+    """Under an address-space cap (``prlimit --as``), glibc's malloc shares two arenas
+    between all threads: each thread's own arena reserves 64 MiB of address space, which a
+    few worker threads would spend before any image data (``M_ARENA_MAX``)."""
+    from .workspace import _address_space_left
+
+    if _address_space_left() is None:
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-8, 2)            # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
+
+
 def filter_streaming(inp: Path, out: Path, kernel, args) -> None:
     """``convforge filter`` of a large image: lazily read, filtered per chunk, written
     band by band."""
+    from . import _compile
+
+    _fewer_arenas_under_a_cap()
+    with _compile.no_background():   # no Numba (~110 MiB) loaded mid-run: what is ready
+        _filter_streaming(inp, out, kernel, args)
+
+
+def _filter_streaming(inp: Path, out: Path, kernel, args) -> None:
     import torch
 
     from .filters import filter2d

@@ -74,10 +74,31 @@ def _parse(value: str) -> int:
     return int(float(m.group(1)) * _UNITS[unit])
 
 
+def _address_space_left() -> int | None:
+    """Bytes of address space left under a finite ``RLIMIT_AS`` (``prlimit --as``, ``ulimit
+    -v``): the cap minus the process's virtual size. None without a cap."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft == resource.RLIM_INFINITY:
+            return None
+        with open("/proc/self/status") as f:
+            size = next(int(line.split()[1]) * 1024 for line in f
+                        if line.startswith("VmSize:"))
+        return max(0, soft - size)
+    except (ImportError, OSError, ValueError, StopIteration):
+        return None
+
+
 def default_limit() -> int:
-    """1 GiB or a quarter of the available memory (measured once), whichever is smaller."""
+    """1 GiB or a quarter of the available memory (measured once), whichever is smaller;
+    under an address-space cap, "available" is also at most half the address space left."""
     if _STATE["default"] is None:
         avail = _available_bytes()
+        left = _address_space_left()
+        if left is not None:         # half of it: threads and results need the rest
+            avail = left // 2 if avail is None else min(avail, left // 2)
         _STATE["default"] = _DEFAULT_CAP if avail is None else min(_DEFAULT_CAP, avail // 4)
     return _STATE["default"]
 

@@ -2,7 +2,32 @@
 
 from __future__ import annotations
 
+import importlib
+
 import torch
+
+
+class LazyModule:
+    """A module imported on first attribute access: the compiled-kernel modules load Numba
+    (about 110 MiB of memory and 170 MiB of address space), which a process that never
+    runs a compiled algorithm does not need."""
+
+    def __init__(self, name: str):
+        self.__dict__["_name"] = name
+        self.__dict__["_module"] = None
+
+    def _load(self):
+        module = self.__dict__["_module"]
+        if module is None:
+            module = importlib.import_module(self.__dict__["_name"])
+            self.__dict__["_module"] = module
+        return module
+
+    def __getattr__(self, attr):
+        return getattr(self._load(), attr)
+
+    def __setattr__(self, attr, value):                 # monkeypatching reaches the module
+        setattr(self._load(), attr, value)
 
 
 def out_size(spec, hp: int, wp: int) -> tuple[int, int]:

@@ -27,9 +27,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import _depthwise_kernels as _k
+from ._common import LazyModule
 from ._threads import numba_threads as _threads
 from .direct import _array, _empty
+
+_k = LazyModule(__package__ + "._depthwise_kernels")  # Numba: loaded on first use
 
 _DTYPES = (torch.float32, torch.float64)
 

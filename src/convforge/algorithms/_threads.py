@@ -23,7 +23,6 @@ import os
 import threading
 import types
 
-import numba
 import torch
 
 # below this many multiply-adds one thread is quicker than waking the others (a parallel
@@ -56,6 +55,8 @@ def numba_threads(macs: int) -> int:
     thread count (at most Numba's pool), or one thread for a small job."""
     if not _STARTED:
         _start_pool()
+    import numba
+
     n = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     if macs < _PARALLEL_MIN_MACS:
         n = 1
@@ -77,6 +78,8 @@ class ForkSafeKernel:
     """
 
     def __init__(self, fn, options):
+        import numba
+
         functools.update_wrapper(self, fn)
         self.py_func, self._options, self._serial = fn, options, None
         self.parallel = numba.njit(parallel=True, cache=True, **options)(fn)
@@ -95,6 +98,8 @@ class ForkSafeKernel:
             twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial",
                                       fn.__defaults__, fn.__closure__)
             twin.__qualname__ = fn.__qualname__ + "_serial"    # its own cache files
+            import numba
+
             self._serial = numba.njit(parallel=False, cache=True, **self._options)(twin)
         return self._serial
 

@@ -49,10 +49,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import _depthwise_kernels as _k
-from ._common import counts, no_cuda_reason
+from ._common import LazyModule, counts, no_cuda_reason
 from ._threads import numba_threads as _threads
 from .direct import _array, _empty
+
+_k = LazyModule(__package__ + "._depthwise_kernels")  # Numba: loaded on first use
 
 COMPILED = True            # Numba kernels, compiled on first use (convforge._compile)
 FUSED_ZERO_PADDING = True

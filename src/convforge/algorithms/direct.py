@@ -73,10 +73,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import _direct_kernels as _k
-from . import _direct_small as _s
-from ._common import counts, no_cuda_reason
+from ._common import LazyModule, counts, no_cuda_reason
 from ._threads import numba_threads as _threads
+
+_k = LazyModule(__package__ + "._direct_kernels")     # Numba: loaded on first use
+_s = LazyModule(__package__ + "._direct_small")
 
 COMPILED = True            # Numba kernels, compiled on first use (convforge._compile)
 FUSED_ZERO_PADDING = True   # handed the unpadded input and spec.padding for zeros

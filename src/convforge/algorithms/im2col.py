@@ -27,8 +27,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import _col2im_kernels
-from ._common import cols_chunk, counts, out_size, tap_slices
+from ._common import LazyModule, cols_chunk, counts, out_size, tap_slices
+
+_col2im_kernels = LazyModule(__package__ + "._col2im_kernels")  # Numba: on first use
 
 #: upper bound on the columns materialised at once (bytes)
 _CHUNK_BYTES = 16 << 20

@@ -75,9 +75,11 @@ from math import lcm
 import torch
 import torch.nn.functional as F
 
-from . import _winograd_kernels as _k
 from . import im2col
-from ._common import counts
+from ._common import LazyModule, counts
+
+_k = LazyModule(__package__ + "._winograd_kernels")   # Numba: loaded on first use
+_COMPILED_DTYPES = (torch.float32, torch.float64)     # the compiled transforms' dtypes
 
 # F(2x2, 3x3), arXiv:1509.09308 section 4.1 (points 0, 1, -1, inf).
 _F2 = {
@@ -205,7 +207,7 @@ def transform_weight(w, groups: int, m: int):
 
 def _fast(*ts) -> bool:
     """Whether the compiled CPU transforms apply (real float32/float64 on the CPU)."""
-    return all(t.device.type == "cpu" and t.dtype in _k.DTYPES for t in ts)
+    return all(t.device.type == "cpu" and t.dtype in _COMPILED_DTYPES for t in ts)
 
 
 def winograd_conv(x, w, groups: int = 1, m: int = 4, padding=(0, 0, 0, 0)):
@@ -401,7 +403,7 @@ def cost(spec, dtype, device):
     cg, og = spec.c_in // spec.groups, spec.c_out // spec.groups
     gemm = 2 * a2 * tiles * spec.groups * cg * og
     values = a2 * tiles * (spec.c_in + spec.c_out)
-    if torch.device(device).type == "cpu" and dtype in _k.DTYPES:
+    if torch.device(device).type == "cpu" and dtype in _COMPILED_DTYPES:
         scale = 2.0 if dtype == torch.float64 else 1.0
         return scale * (gemm / 140e9 + values * 1.8e-10 + spec.n * spec.c_in * spec.h * spec.w
                         * 2e-10 + a2 * spec.c_out * cg * 3e-10 + tiles * 3e-7) + 2e-4
