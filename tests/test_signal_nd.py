@@ -342,3 +342,19 @@ def test_property_fft_axes_and_broadcast_match_scipy(nd, data):
                 getattr(convforge, func)(a, b, mode, axes=axes)
             continue
         _agrees(getattr(convforge, func)(a, b, mode, axes=axes), theirs, (dtype,), func)
+
+
+@pytest.mark.parametrize("s1, s2, dtype", [
+    ((300, 310), (9, 8), np.float64), ((300, 310), (9, 8), np.int32),
+    ((300, 310), (9, 8), np.complex128), ((40, 40), (150, 150), np.float64),
+    ((50_000,), (101,), np.float64), ((101,), (50_000,), np.int32),
+], ids=str)
+def test_direct_on_convforge_convolutions_like_scipy(s1, s2, dtype):
+    """Work above NumPy's passes runs on convforge's convolutions; every mode (the
+    padding gives scipy's 'same' window directly), in1 larger or smaller."""
+    rng = np.random.default_rng(10)
+    a, b = _random_any(rng, s1, dtype), _random_any(rng, s2, dtype)
+    for func in ("convolve", "correlate"):
+        for mode in ("full", "same", "valid"):
+            theirs = getattr(signal, func)(a, b, mode, "direct")
+            _same(getattr(convforge, func)(a, b, mode, "direct"), theirs, f"{func} {mode}")

@@ -80,20 +80,6 @@ def _axes(func, axes, ndim):
     return tuple(sorted(out))
 
 
-def _crop(full, s1, s2, mode, axes):
-    """The 'same' (centred on in1's shape) or 'valid' part of a full result."""
-    if mode == "full":
-        return full
-    index = [slice(None)] * full.ndim
-    for a in axes:
-        if mode == "same":
-            start = (full.shape[a] - s1[a]) // 2
-            index[a] = slice(start, start + s1[a])
-        else:
-            index[a] = slice(s2[a] - 1, s1[a])
-    return full[tuple(index)]
-
-
 def _workers():
     return max(1, torch.get_num_threads())
 

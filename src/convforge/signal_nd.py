@@ -38,7 +38,6 @@ import torch
 from .signal_fft import (
     _array,
     _check,
-    _crop,
     _fft_arrays,
     _like,
     _use_ols,
@@ -53,6 +52,8 @@ _METHODS = ("auto", "direct", "fft")
 # cost model of choose_conv_method (seconds), measured on the 2-core machine: the direct
 # loops do ~1e10 real multiply-adds per second, scipy.fft ~ 1.4e9 "N log2 N" units
 _DIRECT_MAC = 1.0e-10
+_NUMPY_MAC = 8.0e-10         # NumPy's shifted multiply-adds, 0.5-0.9 ns each (measured)
+_NUMPY_WORK = 1 << 22        # up to ~4M multiply-adds (a few ms) as NumPy passes
 _FFT_UNIT = 7.0e-10
 _OVERHEAD = 2.0e-5
 _EXACT = 2 ** 53
@@ -67,8 +68,12 @@ def _valid_torch(a, k):
     from . import functional, functional_nd
 
     nd = k.dim()
-    real = not a.is_complex()
-    algorithm = "direct" if real else "im2col"
+    out = math.prod(s - q + 1 for s, q in zip(a.shape[1:], k.shape, strict=True))
+    # convforge's direct loops are fastest (and exact) while the output outnumbers the
+    # taps; with more taps than outputs (a 'same' window of a small in1 under a large in2)
+    # they slow down by 100x (40x40 outputs of 150x150 taps: 24 s) and im2col's GEMM
+    # takes 0.2 s; complex tensors go to im2col anyway.
+    algorithm = "direct" if not a.is_complex() and out >= k.numel() else "im2col"
     if nd <= 3:
         conv = {1: functional.conv1d, 2: functional.conv2d, 3: functional_nd.conv3d}[nd]
         return conv(a.unsqueeze(1), k[None, None], algorithm=algorithm)[:, 0]
@@ -105,27 +110,60 @@ def _int_bound(a, b):
 
 
 def _valid_numpy(a, k, dtype=np.int64):
-    """Valid correlation summed by NumPy in ``dtype`` (int64: exact modulo 2**64;
-    long double: its precision): one shifted multiply-add per non-zero tap."""
+    """Valid correlation summed by NumPy in ``dtype`` (int64: exact modulo 2**64; floats:
+    float64 / complex128 / long double): one shifted multiply-add per tap (integers skip
+    zero taps; floats keep them, so 0 * inf is NaN as in a plain sum)."""
     oshape = tuple(s - q + 1 for s, q in zip(a.shape, k.shape, strict=True))
-    out = np.zeros(oshape, dtype)
+    out, term = np.zeros(oshape, dtype), np.empty(oshape, dtype)
+    taps = zip(*np.nonzero(k), strict=True) if np.dtype(dtype).kind == "i" else \
+        np.ndindex(*k.shape)
     with np.errstate(over="ignore", invalid="ignore"):
-        for t in zip(*np.nonzero(k), strict=True):
-            out += k[t] * a[tuple(slice(i, i + o) for i, o in zip(t, oshape, strict=True))]
+        for t in taps:
+            np.multiply(a[tuple(slice(i, i + o) for i, o in zip(t, oshape, strict=True))],
+                        k[t], out=term)
+            out += term
     return out
 
 
-def _direct_full(a, b):
-    """The full convolution of ``a`` and ``b`` (same ndim), exact: float64 / complex128, or
-    int64 for integer inputs whose sums float64 cannot hold exactly, or long double."""
+def _pads(b, mode):
+    """Zero padding of in1 so that a valid correlation with the flipped in2 gives the
+    mode's output directly ('same': the centred window scipy keeps)."""
+    if mode == "full":
+        return [(q - 1, q - 1) for q in b.shape]
+    if mode == "same":
+        return [(q - 1 - (q - 1) // 2, (q - 1) // 2) for q in b.shape]
+    return [(0, 0)] * b.ndim
+
+
+def _numpy_path(a, b, mode):
+    """Whether the direct sums run as NumPy passes (small work, or 3-D and more, where
+    they measured faster than the convolutions: 50^3 with 3^3 taps 2 ms against 0.5 s)."""
+    return a.ndim >= 3 or _direct_macs(a, b, mode) <= _NUMPY_WORK
+
+
+def _direct_macs(a, b, mode):
+    out = [p + q - 1 for p, q in zip(a.shape, b.shape, strict=True)] if mode == "full" \
+        else a.shape if mode == "same" else [p - q + 1 for p, q in zip(a.shape, b.shape,
+                                                                       strict=True)]
+    return math.prod(out) * (min(a.size, b.size) if mode == "full" else b.size)
+
+
+def _direct(a, b, mode):
+    """The convolution of ``a`` and ``b`` (same ndim) in ``mode``, exact: float64 /
+    complex128, or int64 for integer inputs whose sums float64 cannot hold exactly, or
+    long double ('valid': ``a`` is the larger)."""
+    if mode == "full" and b.size > a.size:     # fewer taps; the full sum is symmetric
+        a, b = b, a
     kernel = b[tuple(slice(None, None, -1) for _ in range(b.ndim))]
-    pads = [(q - 1, q - 1) for q in b.shape]
+    pads = _pads(b, mode)
     rt = np.result_type(a, b)
     if a.dtype.kind in "biu" and b.dtype.kind in "biu" and _int_bound(a, b) >= _EXACT:
         return _valid_numpy(np.pad(a.astype(np.int64), pads), kernel.astype(np.int64))
     if rt.kind in "fc" and rt.itemsize > (16 if rt.kind == "c" else 8):      # long double
         return _valid_numpy(np.pad(a.astype(rt), pads), kernel.astype(rt), rt)
     ct = np.complex128 if rt.kind == "c" else np.float64
+    if _numpy_path(a, b, mode):
+        return _valid_numpy(np.pad(a.astype(ct), pads), kernel.astype(ct), ct)
     x = torch.from_numpy(np.pad(a.astype(ct), pads))
     k = torch.from_numpy(np.array(kernel, dtype=ct, order="C"))   # fresh: positive strides
     return _valid_torch(x[None], k)[0].numpy()
@@ -156,7 +194,6 @@ def _convolve(func, a, b, mode, method):
     if method == "auto":
         method = _choose(a, b, mode)
     rt = np.result_type(a, b)
-    axes = tuple(range(a.ndim))
     if method == "fft":
         out = _fft_arrays(func, a, b, mode, None)
         if rt.kind in "iu":             # rounded (bool: any non-zero is True, as scipy)
@@ -167,7 +204,7 @@ def _convolve(func, a, b, mode, method):
                           RuntimeWarning, stacklevel=3)
         return out.astype(rt, copy=False)
     _direct_supported(func, rt, a, b, mode)
-    out = _crop(_direct_full(a, b), a.shape, b.shape, mode, axes)
+    out = _direct(a, b, mode)
     if rt.kind == "b":
         return out != 0                             # NumPy's: or of ands
     if rt.kind in "iu" and out.dtype.kind == "f":
@@ -267,11 +304,9 @@ def _costs(a, b, mode):
     """Estimated seconds of the direct and the FFT method (our model)."""
     axes = tuple(range(a.ndim))
     full = [p + q - 1 for p, q in zip(a.shape, b.shape, strict=True)]
-    out = math.prod(full if mode == "full" else a.shape if mode == "same"
-                    else [p - q + 1 for p, q in zip(a.shape, b.shape, strict=True)])
     complex_ = np.result_type(a, b).kind == "c"
-    macs = out * min(a.size, b.size) * (4 if complex_ else 1)
-    direct = _OVERHEAD + macs * _DIRECT_MAC
+    macs = _direct_macs(a, b, mode) * (4 if complex_ else 1)
+    direct = _OVERHEAD + macs * (_NUMPY_MAC if _numpy_path(a, b, mode) else _DIRECT_MAC)
     if _use_ols(a, b, axes) or _use_ols(b, a, axes):
         m = min(a.shape[0], b.shape[0])
         n = max(1024, 1 << (8 * m - 1).bit_length())
