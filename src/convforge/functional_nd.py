@@ -47,24 +47,15 @@ import torch.nn.functional as F
 
 from . import _compile, functional, ops
 from .algorithms import REGISTRY, _depthwise3d
+from .functional import _prepare
 from .plan import autocast_cast, autocast_dtype, compute_dtype
 from .spec import (
-    as_tensor,
-    check_dtypes,
     depth_index_map,
     make_spec3d,
     make_transpose_spec_nd,
 )
 
 __all__ = ["conv3d", "conv_transpose1d", "conv_transpose3d"]
-
-
-def _prepare(func, input, weight, bias):
-    x, from_numpy = as_tensor(func, "input", input)
-    w, _ = as_tensor(func, "weight", weight)
-    b, _ = as_tensor(func, "bias", bias, allow_none=True)
-    check_dtypes(func, x, w, b)
-    return x, w, b, from_numpy
 
 
 def _check_algorithm(func, algorithm):

@@ -224,18 +224,8 @@ def _check_input_dims(func, input_shape, weight_shape, weight_ndim=4):
 # the specs
 # --------------------------------------------------------------------------------------
 
-def make_spec(func, input_shape, weight_shape, *, bias=None, stride=1, padding=0,
-              dilation=1, groups=1, padding_mode="zeros") -> ConvSpec:
-    """Validate the arguments of a forward convolution and return its :class:`ConvSpec`."""
-    input_shape, weight_shape = tuple(input_shape), tuple(weight_shape)
-    _check_input_dims(func, input_shape, weight_shape)
-    batched = len(input_shape) == 4
-    n, c_in, h, w = input_shape if batched else (1,) + input_shape
-    c_out, c_per_group, kh, kw = weight_shape
-    groups = _check_groups(func, groups)
-    stride = _pair(func, "stride", stride, minimum=1)
-    dilation = _pair(func, "dilation", dilation, minimum=1)
-    _check_padding_mode(func, padding_mode)
+def _check_channel_groups(func, c_in, c_out, c_per_group, groups, weight_shape):
+    """torch's channel rules of a convolution with ``groups`` (any dimension)."""
     if c_in % groups:
         raise ConvShapeError(
             f"{func}: in_channels ({c_in}) must be divisible by groups ({groups}), "
@@ -248,6 +238,21 @@ def make_spec(func, input_shape, weight_shape, *, bias=None, stride=1, padding=0
         raise ConvShapeError(
             f"{func}: weight.shape[1] * groups must equal the input's channels ({c_in}), "
             f"but got weight of shape {weight_shape} and groups={groups}")
+
+
+def make_spec(func, input_shape, weight_shape, *, bias=None, stride=1, padding=0,
+              dilation=1, groups=1, padding_mode="zeros") -> ConvSpec:
+    """Validate the arguments of a forward convolution and return its :class:`ConvSpec`."""
+    input_shape, weight_shape = tuple(input_shape), tuple(weight_shape)
+    _check_input_dims(func, input_shape, weight_shape)
+    batched = len(input_shape) == 4
+    n, c_in, h, w = input_shape if batched else (1,) + input_shape
+    c_out, c_per_group, kh, kw = weight_shape
+    groups = _check_groups(func, groups)
+    stride = _pair(func, "stride", stride, minimum=1)
+    dilation = _pair(func, "dilation", dilation, minimum=1)
+    _check_padding_mode(func, padding_mode)
+    _check_channel_groups(func, c_in, c_out, c_per_group, groups, weight_shape)
     pads = _normalise_padding(func, padding, (kh, kw), stride, dilation, (h, w))
     _check_bias(func, bias, c_out)
     spec = ConvSpec(func, n, c_in, h, w, c_out, kh, kw, stride, pads, dilation, groups,
@@ -581,18 +586,7 @@ def make_spec3d(func, input_shape, weight_shape, *, bias=None, stride=1, padding
     stride = _ntuple(func, "stride", stride, 3, minimum=1)
     dilation = _ntuple(func, "dilation", dilation, 3, minimum=1)
     _check_padding_mode(func, padding_mode)
-    if c_in % groups:
-        raise ConvShapeError(
-            f"{func}: in_channels ({c_in}) must be divisible by groups ({groups}), "
-            f"but got in_channels={c_in}, groups={groups}")
-    if c_out % groups:
-        raise ConvShapeError(
-            f"{func}: out_channels ({c_out}) must be divisible by groups ({groups}), "
-            f"but got out_channels={c_out}, groups={groups}")
-    if c_per_group * groups != c_in:
-        raise ConvShapeError(
-            f"{func}: weight.shape[1] * groups must equal the input's channels ({c_in}), "
-            f"but got weight of shape {weight_shape} and groups={groups}")
+    _check_channel_groups(func, c_in, c_out, c_per_group, groups, weight_shape)
     kernel, size = (kd, kh, kw), (d, h, w)
     pads = _normalise_padding3d(func, padding, kernel, stride, dilation, size)
     _check_bias(func, bias, c_out)
