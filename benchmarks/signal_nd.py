@@ -11,6 +11,10 @@ first, then all timed in turns, medians; ``x best`` = our ms / the fastest compe
 * ``volume``: a 64^3 volume and a 5^3 kernel, ``convforge.correlate`` (auto, 'same') vs
   scipy's ``correlate`` (auto).
 
+Then the quality of ``choose_conv_method``: over a grid of 1-D, 2-D and 3-D shapes, both
+of our methods are timed in turns and the choice's time is divided by the faster one's
+(1.00 = the faster was chosen); the summary gives the geometric mean and the worst.
+
 Usage::
 
     python benchmarks/signal_nd.py [--quick] [--json PATH]
@@ -64,6 +68,48 @@ def _rows(quick):
             (f"volume {cube}^3 * 5^3", volume, "scipy.correlate")]
 
 
+def _choose_grid(quick):
+    if quick:
+        return [((1000,), (3,)), ((1000,), (255,)), ((64, 64), (3, 3)), ((64, 64), (15, 15)),
+                ((16, 16, 16), (5, 5, 5))]
+    grid = [((n,), (m,)) for n in (100, 1000, 10_000, 100_000) for m in (3, 15, 63, 255)
+            if m < n]
+    grid += [((n, n), (m, m)) for n in (32, 128, 512) for m in (3, 7, 15, 31) if m < n]
+    grid += [((n,) * 3, (m,) * 3) for n in (16, 48) for m in (3, 5, 9)]
+    return grid
+
+
+def _choose_quality(quick, timing):
+    """Rows of (shapes, direct ms, fft ms, choice, slowdown of the choice)."""
+    if not quick:                       # compiled once per process: not part of a call
+        convforge.warmup(["direct"], [torch.float64])
+    rng = np.random.default_rng(1)
+    head = f"{'in1':>16s} {'in2':>14s} {'direct ms':>10s} {'fft ms':>9s} {'chose':>7s} {'x':>6s}"
+    print("\nchoose_conv_method (ours; full mode, float64): the choice's time / the faster's")
+    print(head)
+    print("-" * len(head))
+    rows = []
+    for s1, s2 in _choose_grid(quick):
+        a, b = rng.standard_normal(s1), rng.standard_normal(s2)
+        for method in ("direct", "fft"):          # a first call may wait for compiled code
+            convforge.convolve(a, b, method=method)
+        timed = round_robin_ms({m: (lambda m=m, a=a, b=b: convforge.convolve(a, b, method=m))
+                                for m in ("direct", "fft")}, **timing)
+        ms = {m: timed[m][0] for m in timed}
+        choice = convforge.choose_conv_method(a, b)
+        slow = ms[choice] / min(ms.values())
+        print(f"{str(s1):>16s} {str(s2):>14s} {ms['direct']:10.3f} {ms['fft']:9.3f} "
+              f"{choice:>7s} {slow:6.2f}", flush=True)
+        rows.append(dict(case=f"choose {s1} * {s2}", impl="choose_conv_method",
+                         ms=ms[choice], direct_ms=ms["direct"], fft_ms=ms["fft"],
+                         choice=choice, x_best=slow, ok=True))
+    slows = [r["x_best"] for r in rows]
+    print(f"choose_conv_method: geometric mean {np.exp(np.mean(np.log(slows))):.2f}x the "
+          f"faster method, worst {max(slows):.2f}x, within 10% in "
+          f"{sum(x <= 1.1 for x in slows)}/{len(slows)} cases")
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, seconds")
@@ -95,6 +141,9 @@ def main(argv=None) -> int:
             if not oks[name]:
                 bad.append(f"{case}/{name}")
     print("all results agree" if not bad else "DISAGREE: " + ", ".join(bad))
+    choose_timing = dict(budget=0.5, min_time=0.0, max_runs=3) if args.quick else \
+        dict(budget=3.0, min_time=0.3, max_runs=9)
+    records += _choose_quality(args.quick, choose_timing)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(records, indent=1))
