@@ -240,27 +240,16 @@ def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     b = None if b is None else b.to(ct)
     xb = x if spec.batched else x.unsqueeze(0)
     if _volume_path(spec, xb, w, b, algorithm):
-        out = _depthwise3d.conv3d(xb, w, b, spec).to(dtype)
-        out = out if spec.batched else out.squeeze(0)
-        return out.detach().numpy() if from_numpy else out
+        return _done(_depthwise3d.conv3d(xb, w, b, spec), dtype, spec.batched, from_numpy)
     if _torch_path(spec, xb, algorithm):
-        out = _torch_conv3d(xb, w, b, spec).to(dtype)
-        out = out if spec.batched else out.squeeze(0)
-        return out.detach().numpy() if from_numpy else out
+        return _done(_torch_conv3d(xb, w, b, spec), dtype, spec.batched, from_numpy)
     n, od, (oh, ow) = spec.n, spec.out[0], spec.out[1:]
     sd, dd = spec.stride[0], spec.dilation[0]
     xd, front, q = _depth_major(xb, spec)                     # (sD * Q, N, C, H, W)
     depth = spec.d if spec.padding_mode == "zeros" else spec.padded[0]
-    taps = []                                                 # (k, lo, m, first input row)
-    for k in range(spec.kd):
-        start = k * dd - front               # input depth of output depth 0, tap k
-        lo = max(0, -(start // sd))
-        hi = min(od, (depth - 1 - start) // sd + 1)
-        if hi > lo:
-            i0 = lo * sd + start
-            taps.append((k, lo, hi - lo, (i0 % sd) * q + i0 // sd))
-    if not taps:                 # every output depth reads padding only: one empty tap
-        taps.append((0, 0, 0, 0))          # keeps the output differentiable in x and w
+    # (k, first output depth, count, first input row): output depth o reads input depth
+    # o sD + k dD - front
+    taps = _depth_taps(spec.kd, dd, front, sd, od, depth, q)
     plane = dict(stride=spec.stride[1:], padding=spec.plane_padding,
                  dilation=spec.dilation[1:], groups=spec.groups, padding_mode=padding_mode,
                  algorithm=algorithm, measure=measure)
@@ -285,8 +274,31 @@ def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
         else:
             acc[lo:lo + m] += y
     out = _Permute.apply(acc, (1, 2, 0, 3, 4))                # (N, C_out, oD, oH, oW)
+    return _done(out, dtype, spec.batched, from_numpy)
+
+
+def _depth_taps(kd, dilation, offset, stride, span, reach, q):
+    """The depth taps of a 3D (transposed) convolution as ranges of 2D batches: for tap
+    ``k``, the indices ``j`` in ``[0, span)`` whose partner ``j stride + k dilation -
+    offset`` lies in ``[0, reach)`` are one range ``[lo, lo + m)``; their partners are
+    rows ``r, r + 1, ...`` of a phase-blocked layout (phase ``p mod stride`` first, ``q``
+    rows per phase). Returns ``[(k, lo, m, r)]``; one empty tap when none reaches (it
+    keeps the output differentiable in both operands)."""
+    taps = []
+    for k in range(kd):
+        start = k * dilation - offset        # the partner of index 0 for tap k
+        lo = max(0, -(start // stride))
+        hi = min(span, (reach - 1 - start) // stride + 1)
+        if hi > lo:
+            p = lo * stride + start
+            taps.append((k, lo, hi - lo, (p % stride) * q + p // stride))
+    return taps or [(0, 0, 0, 0)]
+
+
+def _done(out, dtype, batched, from_numpy):
+    """A result in the input's dtype, unbatched and NumPy as the input was."""
     out = out.to(dtype)
-    if not spec.batched:
+    if not batched:
         out = out.squeeze(0)
     return out.detach().numpy() if from_numpy else out
 
@@ -345,16 +357,9 @@ def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_paddi
     sd, pd, dd = ts.stride[0], ts.padding[0], ts.dilation[0]
     q = -(-od // sd)                          # output depths per phase o mod sD
     xd = _Permute.apply(xb, (2, 0, 1, 3, 4))                  # (D, N, C_in, H, W)
-    taps = []                                 # (k, input rows lo, m, output row in blocks)
-    for k in range(ts.kernel[0]):
-        start = k * dd - pd                   # output depth of input depth 0, tap k
-        lo = max(0, -(start // sd))
-        hi = min(d, (od - 1 - start) // sd + 1)
-        if hi > lo:
-            o0 = lo * sd + start
-            taps.append((k, lo, hi - lo, (o0 % sd) * q + o0 // sd))
-    if not taps:                 # the crop removes everything the taps reach
-        taps.append((0, 0, 0, 0))
+    # (k, first input depth, count, first output row in the phase blocks): input depth i
+    # lands on output depth i sD + k dD - pD
+    taps = _depth_taps(ts.kernel[0], dd, pd, sd, d, od, q)
     slabs = _Slabs.apply(xd, tuple((lo, lo + m) for _, lo, m, _ in taps))
     shape = (sd * q, n, ts.c_out, oh, ow)                     # phase blocks of output rows
     acc = xd.new_zeros(shape)
@@ -376,10 +381,7 @@ def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_paddi
         out = _Permute.apply(acc, (2, 3, 1, 0, 4, 5)).reshape(n, ts.c_out, q * sd, oh, ow)
         if q * sd != od:
             out = out[:, :, :od].contiguous()
-    out = out.to(dtype)
-    if not ts.batched:
-        out = out.squeeze(0)
-    return out.detach().numpy() if from_numpy else out
+    return _done(out, dtype, ts.batched, from_numpy)
 
 
 def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0,

@@ -240,6 +240,18 @@ def _check_channel_groups(func, c_in, c_out, c_per_group, groups, weight_shape):
             f"but got weight of shape {weight_shape} and groups={groups}")
 
 
+def _check_transpose_channels(func, c_in, w_in, groups, weight_shape):
+    """torch's channel rules of a transposed convolution (any dimension)."""
+    if c_in % groups:
+        raise ConvShapeError(
+            f"{func}: in_channels ({c_in}) must be divisible by groups ({groups}), "
+            f"but got in_channels={c_in}, groups={groups}")
+    if w_in != c_in:
+        raise ConvShapeError(
+            f"{func}: weight.shape[0] must equal the input's channels ({c_in}), "
+            f"but got weight of shape {weight_shape}")
+
+
 def make_spec(func, input_shape, weight_shape, *, bias=None, stride=1, padding=0,
               dilation=1, groups=1, padding_mode="zeros") -> ConvSpec:
     """Validate the arguments of a forward convolution and return its :class:`ConvSpec`."""
@@ -330,14 +342,7 @@ def make_transpose_spec(func, input_shape, weight_shape, *, bias=None, stride=1,
                 f"{func}: output_padding must be smaller than stride or dilation, but got "
                 f"output_padding={output_padding}, stride={stride}, dilation={dilation}")
     w_in, c_out_per_group, kh, kw = weight_shape
-    if c_in % groups:
-        raise ConvShapeError(
-            f"{func}: in_channels ({c_in}) must be divisible by groups ({groups}), "
-            f"but got in_channels={c_in}, groups={groups}")
-    if w_in != c_in:
-        raise ConvShapeError(
-            f"{func}: weight.shape[0] must equal the input's channels ({c_in}), "
-            f"but got weight of shape {weight_shape}")
+    _check_transpose_channels(func, c_in, w_in, groups, weight_shape)
     c_out = c_out_per_group * groups
     _check_bias(func, bias, c_out)
     full_h = (h - 1) * stride[0] + dilation[0] * (kh - 1) + 1
@@ -672,14 +677,7 @@ def make_transpose_spec_nd(func, ndim, input_shape, weight_shape, *, bias=None, 
                 f"{func}: output_padding must be smaller than stride or dilation, but got "
                 f"output_padding={output_padding}, stride={stride}, dilation={dilation}")
     w_in, c_out_per_group, *kernel = weight_shape
-    if c_in % groups:
-        raise ConvShapeError(
-            f"{func}: in_channels ({c_in}) must be divisible by groups ({groups}), "
-            f"but got in_channels={c_in}, groups={groups}")
-    if w_in != c_in:
-        raise ConvShapeError(
-            f"{func}: weight.shape[0] must equal the input's channels ({c_in}), "
-            f"but got weight of shape {weight_shape}")
+    _check_transpose_channels(func, c_in, w_in, groups, weight_shape)
     c_out = c_out_per_group * groups
     _check_bias(func, bias, c_out)
     spec = TransposeSpecNd(func, n, c_in, tuple(size), c_out, tuple(kernel), stride, padding,
