@@ -89,3 +89,12 @@ def run_ours(name, x, w, kwargs, train):
     if train:
         y.backward(torch.ones_like(y))
     return y
+
+
+def write_json(path, data) -> None:
+    """Write ``data`` as indented JSON to ``path``, creating its folder."""
+    import json
+    from pathlib import Path
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(data, indent=1))

@@ -19,7 +19,6 @@ the issue-2 table of median ms per algorithm and ratio to torch). Threads: 2.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -36,6 +35,7 @@ from common import (  # noqa: E402
     our_algorithms,
     round_robin_ms,
     run_ours,
+    write_json,
 )
 
 import convforge  # noqa: E402
@@ -295,8 +295,7 @@ def main(argv=None) -> int:
         meta = dict(peak_gflops=peak, threads=THREADS, torch=torch.__version__,
                     quick=args.quick, machine=platform.machine(), processor=platform.processor(),
                     date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(dict(meta=meta, results=records), indent=1))
+        write_json(args.json, dict(meta=meta, results=records))
     return 1 if bad else 0
 
 

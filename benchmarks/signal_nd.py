@@ -23,7 +23,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -33,7 +32,7 @@ import torch.nn.functional as F
 from scipy import ndimage, signal
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import THREADS, round_robin_ms  # noqa: E402
+from common import THREADS, round_robin_ms, write_json  # noqa: E402
 
 import convforge  # noqa: E402
 
@@ -145,8 +144,7 @@ def main(argv=None) -> int:
         dict(budget=3.0, min_time=0.3, max_runs=9)
     records += _choose_quality(args.quick, choose_timing)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(records, indent=1))
+        write_json(args.json, records)
     return 1 if bad else 0
 
 

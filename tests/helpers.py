@@ -122,3 +122,16 @@ ALGORITHM_CASES = {
     "everything": ((2, 4, 15, 16), (4, 2, 3, 2),
                    {"stride": (2, 3), "dilation": (2, 1), "groups": 2, "padding": (1, 2)}),
 }
+
+
+def random_array(rng, shape, dtype, scale):
+    """A NumPy array of ``dtype``: normal values times ``scale`` (cast), complex with a
+    normal imaginary part, or random booleans."""
+    import numpy as np
+
+    kind = np.dtype(dtype).kind
+    if kind == "c":
+        return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dtype)
+    if kind == "b":
+        return rng.standard_normal(shape) > 0
+    return (rng.standard_normal(shape) * scale).astype(dtype)

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from scipy import ndimage
 
 from convforge import ndimage as cnd
+from helpers import random_array
 
 MODES = ["reflect", "constant", "nearest", "mirror", "wrap", "grid-mirror", "grid-constant",
          "grid-wrap"]
@@ -19,11 +20,7 @@ SHAPES = [((7,), (3,)), ((5,), (4,)), ((2,), (5,)), ((1,), (3,)), ((6, 7), (3, 2
 
 
 def _random(rng, shape, dtype):
-    if np.dtype(dtype).kind == "c":
-        return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dtype)
-    if np.dtype(dtype).kind == "b":
-        return rng.standard_normal(shape) > 0
-    return (rng.standard_normal(shape) * 40).astype(dtype)
+    return random_array(rng, shape, dtype, 40)
 
 
 def _same(ours, theirs, msg=""):

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from scipy import signal
 
 import convforge
+from helpers import random_array
 
 SHAPES = [((10,), (4,)), ((4,), (7,)), ((5, 6), (2, 3)), ((3, 4), (5, 2)), ((3, 5), (3, 5)),
           ((4, 5, 6), (2, 3, 2)), ((3, 4, 3, 5), (2, 2, 3, 2))]
@@ -18,11 +19,7 @@ DTYPES = [np.float64, np.float32, np.int8, np.uint8, np.int64, np.complex128, np
 
 
 def _random(rng, shape, dtype):
-    if np.dtype(dtype).kind == "c":
-        return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dtype)
-    if np.dtype(dtype).kind == "b":
-        return rng.standard_normal(shape) > 0
-    return (rng.standard_normal(shape) * 50).astype(dtype)
+    return random_array(rng, shape, dtype, 50)
 
 
 def _same(ours, theirs, msg=""):

@@ -161,13 +161,12 @@ def filter2d(image, kernel, *, border="reflect", output="float", layout="auto", 
     # the result dtype, as the in-memory function gives it (probed on a 1x1 image)
     probe = np.zeros([1 if a in (ah, aw) else s for a, s in enumerate(image.shape)],
                      image.dtype)
-    torch_dtype = dtype
     out_dtype = filters.filter2d(probe, kernel_np, border="zeros", output=output, layout=lay,
-                                 anchor=(top, left), dtype=torch_dtype).dtype
+                                 anchor=(top, left), dtype=dtype).dtype
     x = image if ch is None else image.rechunk({ch: -1})
     ext = _extend(da, _extend(da, x, ah, top, bottom, mode), aw, left, right, mode)
     bounds = (_out_bounds(x.chunks[ah], h, 1), _out_bounds(x.chunks[aw], w, 1))
-    options = dict(output=output, dtype=torch_dtype, algorithm=algorithm)
+    options = dict(output=output, dtype=dtype, algorithm=algorithm)
     fn = _FilterRegion(kernel_np, lay, top, left, _Less(kh - 1), _Less(kw - 1), options)
 
     def chunks_of(region, rows, cols):
