@@ -100,36 +100,57 @@ def _regions(da, ext, axes, bounds, strides, reach, func, chunks_of, dtype):
 # ---------------------------------------------------------------------------- filter2d
 
 class _FilterRegion:
-    """The in-memory filter2d of one region, cropped to the windows inside it (picklable)."""
+    """The in-memory filter2d's valid windows of one region (picklable): its dtype rules,
+    no border (the region carries its halo)."""
 
-    def __init__(self, kernel, layout, top, left, rows, cols, options):
-        self.kernel, self.layout, self.top, self.left = kernel, layout, top, left
-        self.rows, self.cols, self.options = rows, cols, options
+    def __init__(self, kernel, layout, options):
+        self.kernel, self.layout, self.options = kernel, layout, options
 
     def __call__(self, block):
-        from .filters import filter2d
+        from .filters import _filter
 
-        out = filter2d(block, self.kernel, border="zeros", layout=self.layout,
-                       anchor=(self.top, self.left), **self.options)
-        ah, aw = _SPATIAL[self.layout]
-        index = [slice(None)] * out.ndim
-        index[ah] = slice(self.top, self.top + self.rows(block.shape[ah]))
-        index[aw] = slice(self.left, self.left + self.cols(block.shape[aw]))
-        return np.ascontiguousarray(out[tuple(index)])
-
-
-class _Less:
-    """``n - k`` (a picklable size rule)."""
-
-    def __init__(self, k):
-        self.k = k
-
-    def __call__(self, n):
-        return n - self.k
+        out = _filter("filter2d", block, self.kernel, None, self.options["output"],
+                      self.layout, None, self.options["dtype"], self.options["algorithm"])
+        return np.ascontiguousarray(out)
 
 
 _SPATIAL = {"HW": (0, 1), "HWC": (0, 1), "CHW": (1, 2), "NCHW": (2, 3)}
 _CHANNEL = {"HW": None, "HWC": 2, "CHW": 0, "NCHW": 1}
+
+
+class FilterSetup:
+    """What a chunked filter2d needs, checked and derived once from the image's shape and
+    dtype (the in-memory function's own checks and messages): the layout and its axes, the
+    kernel as float64 (C, kH, kW), the halo per side, the border's padding mode, the result
+    dtype and the per-region function."""
+
+    def __init__(self, func, shape, dtype_in, kernel, border, output, layout, anchor, dtype,
+                 algorithm):
+        from . import filters
+
+        if border not in filters.BORDERS:
+            raise ValueError(f"{func}: border must be one of {list(filters.BORDERS)}, but got "
+                             f"{border!r}")
+        if output not in ("float", "same"):
+            raise ValueError(f"{func}: output must be 'float' or 'same', but got {output!r}")
+        if np.dtype(dtype_in).kind not in "uif":
+            raise TypeError(f"{func}: image must be a numeric array, but got dtype {dtype_in}")
+        self.layout = lay = filters.resolve_layout(tuple(shape), layout, func)
+        self.ah, self.aw = ah, aw = _SPATIAL[lay]
+        self.ch = ch = _CHANNEL[lay]
+        h, w = shape[ah], shape[aw]
+        k = filters._kernel_tensor(func, kernel, 1 if ch is None else shape[ch])
+        self.kh, self.kw = kh, kw = k.shape[1:]
+        (top, bottom), (left, right) = filters._padding(func, (kh, kw), anchor, border, h, w)
+        self.pads = (top, bottom, left, right)
+        self.mode = "zeros" if border in ("zeros", "constant") else border
+        kernel_np = np.ascontiguousarray(k.to(torch.float64).numpy())          # (C, kH, kW)
+        # the result dtype, as the in-memory function gives it (probed on a 1x1 image)
+        probe = np.zeros([1 if a in (ah, aw) else s for a, s in enumerate(shape)], dtype_in)
+        self.out_dtype = filters.filter2d(probe, kernel_np, border="zeros", output=output,
+                                          layout=lay, anchor=(top, left), dtype=dtype).dtype
+        options = dict(output=output, dtype=dtype, algorithm=algorithm)
+        self.region = _FilterRegion(kernel_np, lay, options)
 
 
 def filter2d(image, kernel, *, border="reflect", output="float", layout="auto", anchor=None,
@@ -137,43 +158,21 @@ def filter2d(image, kernel, *, border="reflect", output="float", layout="auto", 
     """:func:`convforge.filter2d` of a dask array: a lazy dask array with the image's
     chunks (the channel axis in one chunk), each chunk computed from its region plus the
     kernel's reach under ``border``."""
-    from . import filters
-
-    func = "filter2d"
-    da = require_dask(func)
-    if border not in filters.BORDERS:
-        raise ValueError(f"{func}: border must be one of {list(filters.BORDERS)}, but got "
-                         f"{border!r}")
-    if output not in ("float", "same"):
-        raise ValueError(f"{func}: output must be 'float' or 'same', but got {output!r}")
-    if np.dtype(image.dtype).kind not in "uif":
-        raise TypeError(f"{func}: image must be a numeric array, but got dtype {image.dtype}")
-    lay = filters.resolve_layout(tuple(image.shape), layout, func)
-    ah, aw = _SPATIAL[lay]
-    ch = _CHANNEL[lay]
+    da = require_dask("filter2d")
+    s = FilterSetup("filter2d", image.shape, image.dtype, kernel, border, output, layout,
+                    anchor, dtype, algorithm)
+    ah, aw, (top, bottom, left, right) = s.ah, s.aw, s.pads
     h, w = image.shape[ah], image.shape[aw]
-    channels = 1 if ch is None else image.shape[ch]
-    k = filters._kernel_tensor(func, kernel, channels)
-    kh, kw = k.shape[1:]
-    (top, bottom), (left, right) = filters._padding(func, (kh, kw), anchor, border, h, w)
-    mode = "zeros" if border in ("zeros", "constant") else border
-    kernel_np = np.ascontiguousarray(k.to(torch.float64).numpy())          # (C, kH, kW)
-    # the result dtype, as the in-memory function gives it (probed on a 1x1 image)
-    probe = np.zeros([1 if a in (ah, aw) else s for a, s in enumerate(image.shape)],
-                     image.dtype)
-    out_dtype = filters.filter2d(probe, kernel_np, border="zeros", output=output, layout=lay,
-                                 anchor=(top, left), dtype=dtype).dtype
-    x = image if ch is None else image.rechunk({ch: -1})
-    ext = _extend(da, _extend(da, x, ah, top, bottom, mode), aw, left, right, mode)
+    x = image if s.ch is None else image.rechunk({s.ch: -1})
+    ext = _extend(da, _extend(da, x, ah, top, bottom, s.mode), aw, left, right, s.mode)
     bounds = (_out_bounds(x.chunks[ah], h, 1), _out_bounds(x.chunks[aw], w, 1))
-    options = dict(output=output, dtype=dtype, algorithm=algorithm)
-    fn = _FilterRegion(kernel_np, lay, top, left, _Less(kh - 1), _Less(kw - 1), options)
 
     def chunks_of(region, rows, cols):
         return tuple((rows,) if a == ah else (cols,) if a == aw else region.chunks[a]
                      for a in range(region.ndim))
 
-    return _regions(da, ext, (ah, aw), bounds, (1, 1), (kh, kw), fn, chunks_of, out_dtype)
+    return _regions(da, ext, (ah, aw), bounds, (1, 1), (s.kh, s.kw), s.region, chunks_of,
+                    s.out_dtype)
 
 
 # ------------------------------------------------------------------------------ conv2d

@@ -201,21 +201,36 @@ class Predictor:
     def __init__(self, model: dict):
         self.model = model
         self._near: dict = {}
-        specs = {}
-        for label, (xs, ws, kw) in model.get("shapes", {}).items():
-            specs[label] = make_spec("conv2d", xs, ws, **{
-                k: tuple(v) if isinstance(v, list) else v for k, v in kw.items()})
+        self._specs: dict = {}
+        self._rows: dict = {}                  # algorithm -> its measurements
         for row in model.get("measurements", []):
-            spec, name = specs.get(row["label"]), row["algo"]
-            if spec is None or name not in REGISTRY:
-                continue
-            for pass_ in PASSES:
+            self._rows.setdefault(row["algo"], []).append(row)
+
+    def _spec(self, label):
+        if label not in self._specs:
+            shape = self.model.get("shapes", {}).get(label)
+            self._specs[label] = None if shape is None else make_spec(
+                "conv2d", shape[0], shape[1], **{
+                    k: tuple(v) if isinstance(v, list) else v for k, v in shape[2].items()})
+        return self._specs[label]
+
+    def _neighbours(self, name, pass_):
+        """``(kinds, points, log ratios)`` of ``name``'s measurements of ``pass_`` (built
+        on first use: a process that plans forward passes only never builds the others)."""
+        key = (name, pass_)
+        if key not in self._near:
+            kinds, points, logs = near = ({}, [], [])
+            for row in self._rows.get(name, ()) if name in REGISTRY else ():
+                spec = self._spec(row["label"])
+                if spec is None or not row.get(pass_):
+                    continue
                 fitted = self.fitted(name, spec, torch.float32, pass_)
-                if row.get(pass_) and fitted > 0:
-                    kinds, points, logs = self._near.setdefault((name, pass_), ({}, [], []))
+                if fitted > 0:
                     kinds.setdefault(_kind(spec), []).append(len(points))
                     points.append(_position(spec))
                     logs.append(math.log(row[pass_] / fitted))
+            self._near[key] = near if points else None
+        return self._near[key]
 
     def fitted(self, name, spec, dtype=torch.float32, pass_="forward") -> float:
         """The fitted combination of the terms (the raw ``cost()`` unfitted)."""
@@ -228,7 +243,7 @@ class Predictor:
 
     def correction(self, name, spec, pass_) -> float:
         """The log-ratio measured / fitted near ``spec`` (0 with no neighbour)."""
-        near = self._near.get((name, pass_))
+        near = self._neighbours(name, pass_)
         if near is None:
             return 0.0
         kinds, points, logs = near

@@ -196,6 +196,13 @@ def filter2d(image, kernel, *, border: str = "reflect", output: str = "float",
                                  anchor=anchor, dtype=dtype, algorithm=algorithm)
     if border not in BORDERS:
         raise ValueError(f"{func}: border must be one of {list(BORDERS)}, but got {border!r}")
+    return _filter(func, image, kernel, border, output, layout, anchor, dtype, algorithm)
+
+
+def _filter(func, image, kernel, border, output, layout, anchor, dtype, algorithm):
+    """filter2d's computation; ``border=None``: no border, the valid windows only (the
+    image shrinks by the kernel's size less one; a chunk of a larger image, see
+    :mod:`convforge.bigimage`)."""
     if output not in ("float", "same"):
         raise ValueError(f"{func}: output must be 'float' or 'same', but got {output!r}")
     x, np_dtype, t_dtype = _image_tensor(func, image)
@@ -206,8 +213,11 @@ def filter2d(image, kernel, *, border: str = "reflect", output: str = "float",
     xb = _to_nchw(x, lay).to(compute)                                    # (N, C, H, W)
     n, c, h, w = xb.shape
     k = _kernel_tensor(func, kernel, c)                                  # (C, kH, kW)
-    pads = _padding(func, tuple(k.shape[1:]), anchor, border, h, w)
-    mode = "zeros" if border == "constant" else border
+    if border is None:
+        pads, mode = ((0, 0), (0, 0)), "zeros"
+    else:
+        pads = _padding(func, tuple(k.shape[1:]), anchor, border, h, w)
+        mode = "zeros" if border == "constant" else border
     weight = k.to(device=xb.device, dtype=compute).reshape(c, 1, *k.shape[1:])
     y = conv2d(xb, weight, padding=pads, groups=c, padding_mode=mode,
                algorithm=algorithm)                                  # (N, C, H, W)
