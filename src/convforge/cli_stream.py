@@ -272,7 +272,6 @@ def _run_threads(source, out: Path, chunks, options) -> np.dtype:
     import torch
 
     from .stream import filter_chunks
-
     from .workspace import _address_space_left
 
     _, zarr, tifffile = _require(dask=False)
