@@ -98,7 +98,8 @@ class TiffSource:
             with tifffile.TiffFile(self.path) as tif:
                 return np.asarray(zarr.open(tif.aszarr(), mode="r")[key])
         key = key + (slice(None),) * (self.ndim - len(key))
-        (r0, r1, rs), (c0, c1, cs) = (k.indices(n) for k, n in zip(key, self.shape, strict=False))
+        (r0, r1, rs), (c0, c1, cs) = (k.indices(n) for k, n in zip(key[:2], self.shape[:2],
+                                                                     strict=True))
         rest = key[2:]
         pixel = int(np.prod(self.shape[2:], dtype=np.int64)) * self.dtype.itemsize
         pitch = self.shape[1] * pixel
@@ -145,14 +146,14 @@ def open_source(path: Path):
     return arr, native
 
 
-def chunk_shape(native, chunks: int | None) -> tuple[int, int]:
+def chunk_shape(native, chunks: int | None, side: int = 1024) -> tuple[int, int]:
     """The streamed chunk (rows, cols): ``--chunks``, else whole native chunks (Zarr
-    chunks, TIFF tiles) near 1024, else 1024."""
+    chunks, TIFF tiles) near ``side``, else ``side``."""
     if chunks is not None:
         return chunks, chunks
     if native is None:
-        return 1024, 1024
-    return tuple(c if c > 1024 else c * max(1, 1024 // c) for c in native)
+        return side, side
+    return tuple(c if c > side else c * max(1, side // c) for c in native)
 
 
 def open_lazy(source, chunks: tuple[int, int]):
@@ -371,9 +372,11 @@ def _workers(shape, dtype, chunks, threads: int) -> int:
     """Worker threads of a threaded run: one more than torch's threads (a worker waiting
     for its read or write leaves its core to another's filtering: 16384^2 float32 Zarr,
     5x5, 3.7 s with 3 workers, 4.0 s with 2), fewer under an address-space cap: each needs
-    about its thread stack, the workspace limit and ten float64 copies of a chunk (the
-    region, its conversion, the response, rounding, and room for the allocator's
-    fragments), and the cache two rows of input chunks."""
+    about 64 MiB as a thread (its stack, and what torch and the allocator map per thread:
+    measured +51 MiB of address space for the first thread that convolves), the workspace
+    limit and ten float64 copies of a chunk (the region, its conversion, the response,
+    rounding, and room for the allocator's fragments); the cache two rows of input chunks,
+    and 128 MiB stay for the rest (the output's writer, the plans, the progress bar)."""
     from .workspace import _address_space_left
 
     left = _address_space_left()
@@ -381,9 +384,9 @@ def _workers(shape, dtype, chunks, threads: int) -> int:
         return threads + 1
     channels = int(np.prod(shape[2:], dtype=np.int64))
     pixels = (chunks[0] + 64) * (chunks[1] + 64) * channels
-    each = (8 << 20) + STREAM_WORKSPACE + 10 * 8 * pixels
+    each = (64 << 20) + STREAM_WORKSPACE + 10 * 8 * pixels
     cache = 2 * chunks[0] * shape[1] * channels * np.dtype(dtype).itemsize
-    return int(max(1, min(threads + 1, (left - cache - (64 << 20)) // each)))
+    return int(max(1, min(threads + 1, (left - cache - (128 << 20)) // each)))
 
 
 def filter_streaming(inp: Path, out: Path, kernel, args) -> None:
@@ -410,8 +413,14 @@ def _filter_streaming(inp: Path, out: Path, kernel, args) -> None:
     if args.chunks is not None and args.chunks < 1:
         raise CLIError(f"--chunks must be positive, but got {args.chunks}")
     check_streaming_output(inp, out, args.force)
+    from .workspace import _address_space_left
+
     source, native = open_source(inp)
-    chunks = chunk_shape(native, args.chunks)
+    left = _address_space_left()
+    # under a tight address-space cap (prlimit --as 1 GiB leaves ~270 MiB after torch's
+    # import) smaller chunks: a chunk's float64 copies are what a worker holds
+    chunks = chunk_shape(native, args.chunks, 512 if left is not None and left < 1 << 30
+                         else 1024)
     options = dict(kernel=kernel, border=args.border,
                    output="same" if args.dtype == "same" else "float",
                    dtype={"float32": torch.float32, "float64": torch.float64}.get(args.dtype))
