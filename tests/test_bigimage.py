@@ -213,3 +213,22 @@ def test_missing_extra_is_one_clear_line():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "filter2d: dask arrays need dask: pip install convforge[dask]"
+
+
+def test_cli_directory_streams_its_tiffs_and_refuses_a_zarr_out(images, capsys):
+    tmp, a = images
+    folder = tmp / "folder"
+    folder.mkdir()
+    tifffile.imwrite(folder / "big.tif", a)
+    from PIL import Image
+
+    Image.fromarray(a[:40, :50]).save(folder / "small.png")
+    assert main(["filter", str(folder), str(tmp / "outs"), "-k", "box:3", "--chunks", "32",
+                 "--dtype", "same"]) == 0
+    streamed = tifffile.imread(tmp / "outs" / "big.tif")             # tiled, chunk by chunk
+    _agree(streamed, convforge.filter2d(a, kernels.get("box:3"), output="same"), exact=True)
+    with tifffile.TiffFile(tmp / "outs" / "big.tif") as tif:
+        assert tif.pages[0].is_tiled
+    assert (tmp / "outs" / "small.png").exists()                     # in memory, as before
+    assert main(["filter", str(folder), str(tmp / "o.zarr"), "-k", "box:3"]) == 1
+    assert "a directory IN is filtered image by image" in capsys.readouterr().err

@@ -65,18 +65,21 @@ def _cmd_filter(args) -> int:
     if not inp.exists():
         raise CLIError(f"{inp}: no such file or directory")
     kernel = load_kernel(args.kernel)
-    from .cli_stream import filter_streaming, wants_streaming
+    from .cli_stream import TIFF, ZARR, check_streaming_output, filter_streaming, wants_streaming
 
-    if wants_streaming(inp, out, args.chunks):
-        filter_streaming(inp, out, kernel, args)
-        return 0
-    if args.scheduler is not None or args.dtype is not None:
-        raise CLIError("--scheduler and --dtype apply to streamed runs (a .zarr IN or OUT, "
-                       "a large TIFF, or --chunks)")
-    if not inp.is_dir():
+    if not inp.is_dir() or inp.suffix.lower() in ZARR:      # a .zarr store is a folder
+        if wants_streaming(inp, out, args.chunks):
+            filter_streaming(inp, out, kernel, args)
+            return 0
+        if args.scheduler is not None or args.dtype is not None:
+            raise CLIError("--scheduler and --dtype apply to streamed runs (a .zarr IN or OUT, "
+                           "a large TIFF, or --chunks)")
         check_output(inp, out, args.force)
         _filter_one(inp, out, kernel, args)
         return 0
+    if out.suffix.lower() in ZARR:
+        raise CLIError(f"{out}: a directory IN is filtered image by image into a directory "
+                       f"OUT, not into a .zarr store")
     files = sorted(p for p in inp.iterdir() if p.is_file() and p.suffix.lower() in READABLE)
     if not files:
         raise CLIError(f"{inp}: no images ({', '.join(sorted(READABLE))}) in this directory")
@@ -97,6 +100,13 @@ def _cmd_filter(args) -> int:
     for f, t in tqdm(list(zip(files, targets)), desc="filter", unit="image", file=sys.stderr,
                      delay=1.0, leave=False):
         try:
+            # a TIFF over 16 Mpixels (or any TIFF with --chunks) into a TIFF streams,
+            # the others are filtered in memory
+            if (f.suffix.lower() in TIFF and t.suffix.lower() in TIFF
+                    and wants_streaming(f, t, args.chunks)):
+                check_streaming_output(f, t, args.force)
+                filter_streaming(f, t, kernel, args)
+                continue
             check_output(f, t, args.force)
             _filter_one(f, t, kernel, args)
         except (CLIError, ValueError, TypeError, OSError, RuntimeError) as exc:
@@ -259,9 +269,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(sub, "filter", "filter an image (or a folder of images) with a kernel",
              "Correlate IN with a kernel (convforge.filter2d, OpenCV's filter2D semantics)\n"
              "and write OUT. IN: PNG/JPEG/TIFF/BMP (grayscale or RGB) or .npy; a directory IN\n"
-             "filters every image in it into the directory OUT (created). A .zarr IN or\n"
+             "filters every image in it into the directory OUT (created; its large TIFFs\n"
+             "streamed, or all its TIFFs with --chunks). A .zarr IN or\n"
              "OUT, a TIFF IN over 16 Mpixels, or --chunks streams: the image is read, filtered\n"
-             "and written chunk by chunk (dask), OUT a .zarr store or a tiled BigTIFF.\n"
+             "and written chunk by chunk (each input chunk read once; through dask with\n"
+             "--scheduler processes or ADDRESS), OUT a .zarr store or a tiled BigTIFF.\n"
              "SPEC: a zoo name with options (sobel-x, laplacian:8, gaussian:sigma=2, box:5;\n"
              "all names: python -c 'import convforge; print(convforge.kernels.names())'),\n"
              "an inline matrix (\"[[1,-1]]\"), or a .npy/.txt/.csv file.\n\n"
@@ -288,10 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ext", help="output extension for a directory IN (default: each input's)")
     p.add_argument("--force", action="store_true", help="replace existing outputs")
     p.add_argument("--chunks", type=int, metavar="N",
-                   help="stream in N x N chunks (default for .zarr / large TIFF: 1024)")
+                   help="stream in N x N chunks (default: a Zarr's or tiled TIFF's own "
+                        "chunks near 1024, else 1024; 512 under a tight address-space cap)")
     p.add_argument("--scheduler", metavar="threads|processes|ADDRESS",
-                   help="dask scheduler of a streamed run (default threads); ADDRESS: a "
-                        "running dask.distributed scheduler, e.g. tcp://host:8786")
+                   help="where a streamed run computes: threads (default: convforge's "
+                        "threaded engine), processes (dask's process pool) or the ADDRESS of "
+                        "a running dask.distributed scheduler, e.g. tcp://host:8786")
     p.add_argument("--dtype", choices=["float32", "float64", "same"],
                    help="streamed output dtype (default float32, float64 for float64 "
                         "input; same: the input's, rounded and saturated)")

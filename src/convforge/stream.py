@@ -12,8 +12,10 @@ Regions are taken from the cache through the border's index maps (the in-memory 
 own maps), so every border mode is exact at the image's and the chunks' edges, as in the
 dask path; both run the same per-region function (:class:`bigimage.FilterSetup`).
 
-Memory: about one row of input chunks (the current row, and the next one as it is read),
-plus one region and one output chunk per worker. ``workers`` threads work on consecutive
+Memory: about one row of input chunks (the rest of the current row, and the next one as
+it is read), plus one region and one output chunk per worker; with the ``circular`` border
+also the last row's chunks, which the first row's regions read and the last row's need
+again. ``workers`` threads work on consecutive
 chunks; each runs torch single-threaded for the run, so reading, filtering and writing of
 different chunks overlap.
 """
