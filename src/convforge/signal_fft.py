@@ -16,8 +16,11 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
-import scipy.fft as sp_fft
 import torch
+
+from .algorithms._common import LazyModule
+
+sp_fft = LazyModule("scipy.fft")    # imported by the first FFT (~0.14 s of import)
 
 __all__ = ["fftconvolve", "oaconvolve"]
 

@@ -32,9 +32,9 @@ import time
 import warnings
 
 import numpy as np
-import scipy.fft as sp_fft
 import torch
 
+from .algorithms._common import LazyModule
 from .signal_fft import (
     _array,
     _check,
@@ -44,6 +44,8 @@ from .signal_fft import (
     fftconvolve,
     oaconvolve,
 )
+
+sp_fft = LazyModule("scipy.fft")    # imported by the first FFT (~0.14 s of import)
 
 __all__ = ["convolve", "correlate", "fftconvolve", "oaconvolve", "choose_conv_method",
            "EmptyInputError"]
