@@ -107,17 +107,19 @@ def test_each_input_chunk_is_read_once_and_the_cache_empties(border):
     assert all(e.data is None for e in job.plan.cache.values())
 
 
-def test_the_cache_holds_about_one_row_of_chunks():
+@pytest.mark.parametrize("prefetch", [0, None])
+def test_the_cache_holds_about_one_row_of_chunks(prefetch):
     img = np.random.default_rng(3).standard_normal((160, 160)).astype(np.float32)
-    job = filter_chunks(img, np.ones((3, 3)), chunks=16, workers=1)
+    job = filter_chunks(img, np.ones((3, 3)), chunks=16, workers=1, prefetch=prefetch)
     peak = 0
     for _ in job.blocks():
         held = sum(e.data.size for e in job.plan.cache.values() if e.data is not None)
         peak = max(peak, held)
     # 10 chunks of 16 x 16 per row: the rest of the row being filtered and the start of
     # the next one as it is read (each chunk cut down to its edge strips once its own
-    # output is done), not two whole rows (20 chunks)
-    assert 10 * 16 * 16 <= peak <= 14 * 16 * 16
+    # output is done), not two whole rows (20 chunks); the reader runs 4 chunks ahead
+    ahead = 0 if prefetch == 0 else 4
+    assert 10 * 16 * 16 <= peak <= (14 + ahead) * 16 * 16
 
 
 def test_a_failing_read_surfaces_and_stops_the_run():

@@ -277,10 +277,11 @@ def _run_threads(source, out: Path, chunks, options) -> np.dtype:
 
     _, zarr, tifffile = _require(dask=False)
     workers = _workers(source.shape, source.dtype, chunks, torch.get_num_threads())
-    # under an address-space cap torch starts no thread pool of its own (each of its
-    # threads reserves a stack and more)
+    # under an address-space cap torch starts no thread pool of its own and no reader
+    # thread reads ahead (each thread reserves a stack and more)
+    capped = _address_space_left() is not None
     job = filter_chunks(source, chunks=chunks, workers=workers, **options,
-                        torch_threads=1 if _address_space_left() is not None else None)
+                        torch_threads=1 if capped else None, prefetch=0 if capped else None)
     width = source.shape[1]
     with _atomic(out) as tmp, _progress(len(job.plan.rows), "filter") as bar:
         if out.suffix.lower() in ZARR:
