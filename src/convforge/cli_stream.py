@@ -30,7 +30,7 @@ from .cli_io import CLIError
 ZARR = (".zarr",)
 TIFF = (".tif", ".tiff")
 #: the workspace limit of a streamed run's convolutions (bytes)
-STREAM_WORKSPACE = 16 << 20
+STREAM_WORKSPACE = 8 << 20
 #: chunks computed together (per row of chunks): their inputs, halos included, are what
 #: a streamed run holds in memory
 _BLOCK_CHUNKS = 4
@@ -411,9 +411,9 @@ def filter_streaming(inp: Path, out: Path, kernel, args) -> None:
 
     _fewer_arenas(workspace._address_space_left() is not None)
     before = workspace._STATE["limit"]
-    # a chunk's own work is small: tiles of at most 16 MiB of workspace per call keep a
-    # streamed run's memory near its chunks' (measured: 8192^2 with 15x15, 529 -> 473 MiB
-    # peak RSS, no slower)
+    # a chunk's own work is small: tiles of at most 8 MiB of workspace per call keep a
+    # streamed run's memory near its chunks' (16384^2 float32 Zarr, 15x15, 3 workers:
+    # 487-491 MiB peak RSS with 8 MiB, 515-521 with 16 MiB, no slower)
     workspace.set_workspace_limit(min(workspace.get_workspace_limit(), STREAM_WORKSPACE))
     try:
         with _compile.no_background():   # no Numba (~110 MiB) loaded mid-run

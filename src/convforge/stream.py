@@ -261,9 +261,10 @@ def filter_chunks(source, kernel, *, border="reflect", output="float", anchor=No
         torch_threads: torch's thread count while the blocks are computed (default: 1 with
             more than one worker, else unchanged).
         prefetch: how many chunks ahead of the workers a reader thread reads their input
-            chunks (default ``2 workers + 2``; 0: the workers read their own). Reading apart
+            chunks (default ``workers + 1``; 0: the workers read their own). Reading apart
             from filtering keeps both cores busy (16384^2 float32 Zarr, 5x5, 3 workers:
-            6.5 s instead of 7.2 s, medians of three).
+            6.5 s instead of 7.2 s, medians of three); each chunk ahead is held in memory
+            (8 ahead instead of 4: +20 MiB peak RSS, no faster).
 
     Example:
         >>> from convforge import filter2d
@@ -285,6 +286,6 @@ def filter_chunks(source, kernel, *, border="reflect", output="float", anchor=No
     setup = FilterSetup("filter2d", shape, source.dtype, kernel, border, output,
                         "HW" if len(shape) == 2 else "HWC", anchor, dtype, algorithm)
     workers = max(1, workers or torch.get_num_threads())
-    prefetch = 2 * workers + 2 if prefetch is None else max(0, int(prefetch))
+    prefetch = workers + 1 if prefetch is None else max(0, int(prefetch))
     return StreamedFilter(source, setup, ChunkPlan(shape, (cr, cc), setup), workers,
                           torch_threads, prefetch)
