@@ -11,7 +11,7 @@ _gc.disable()
 
 try:
     from . import algorithms as _algorithms_pkg
-    from . import backends, filters, kernels, ndimage, nn
+    from . import backends, filters, kernels, ndimage, nn, stream
     from ._compile import warmup
     from .dispatch import choose_algorithm, choose_plan
     from .filters import filter2d
@@ -43,7 +43,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConvDTypeError", "ConvShapeError", "ConvSpec", "FitResult", "conv_matrix", "fit_kernel", "nn",
-    "backends", "choose_plan",
+    "backends", "choose_plan", "stream",
     "filter2d", "filters", "kernels",
     "algorithms", "book_output_size", "choose_algorithm", "conv1d", "conv2d", "conv2d_input",
     "conv2d_weight", "conv3d", "conv_transpose1d", "conv_transpose3d",

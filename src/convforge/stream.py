@@ -146,9 +146,12 @@ class _Engine:
         self.dtype = np.dtype(source.dtype)
 
     def _chunk(self, key):
-        """The cached part of input chunk ``key`` and its box (read on first use)."""
+        """The cached part of input chunk ``key`` and its box (read on first use; nothing
+        when no region needs it any more: a read ahead that came too late)."""
         entry = self.plan.cache[key]
         with entry.lock:
+            if not entry.users:
+                return None, None
             if entry.data is None:
                 r0, r1, c0, c1 = entry.box = _union(entry.users.values())
                 entry.data = np.asarray(self.source[r0:r1, c0:c1])
