@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -135,3 +136,14 @@ def random_array(rng, shape, dtype, scale):
     if kind == "b":
         return rng.standard_normal(shape) > 0
     return (rng.standard_normal(shape) * scale).astype(dtype)
+
+
+def assert_same_image(got, expected, exact):
+    """``got`` has ``expected``'s dtype and shape, and its values exactly or within 1e-5 of
+    the largest magnitude (at least 1)."""
+    assert got.dtype == expected.dtype and got.shape == expected.shape
+    if exact:
+        assert np.array_equal(got, expected)
+    else:
+        scale = max(1.0, float(np.abs(expected).max()))
+        assert float(np.abs(got.astype(np.float64) - expected).max()) <= 1e-5 * scale

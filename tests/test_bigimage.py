@@ -14,21 +14,13 @@ from hypothesis import strategies as st
 import convforge
 from convforge import kernels
 from convforge.cli import main
+from helpers import assert_same_image
 
 da = pytest.importorskip("dask.array")
 zarr = pytest.importorskip("zarr")
 tifffile = pytest.importorskip("tifffile")
 
 BORDERS = ["zeros", "reflect", "replicate", "circular", "symmetric"]
-
-
-def _agree(got, expected, exact):
-    assert got.dtype == expected.dtype and got.shape == expected.shape
-    if exact:
-        assert np.array_equal(got, expected)
-    else:
-        scale = max(1.0, float(np.abs(expected).max()))
-        assert float(np.abs(got.astype(np.float64) - expected).max()) <= 1e-5 * scale
 
 
 @pytest.mark.parametrize("border", BORDERS)
@@ -53,7 +45,7 @@ def test_filter2d_dask_equals_in_memory(shape, chunks, layout, border):
         lazy = convforge.filter2d(da.from_array(img, chunks=chunks), k, border=border,
                                   layout=layout)
         assert isinstance(lazy, da.Array)
-        _agree(lazy.compute(), expected, exact=False)
+        assert_same_image(lazy.compute(), expected, exact=False)
 
 
 @pytest.mark.parametrize("border", BORDERS)
@@ -66,7 +58,7 @@ def test_uint8_same_output_is_exact(border):
         expected = convforge.filter2d(img, k, border=border, output="same")
         got = convforge.filter2d(da.from_array(img, chunks=(7, 9, 3)), k, border=border,
                                  output="same").compute()
-        _agree(got, expected, exact=True)
+        assert_same_image(got, expected, exact=True)
 
 
 def test_chunks_follow_the_input():
@@ -99,7 +91,7 @@ def test_conv2d_dask_property(h, w, ch, cw, kh, kw, stride, dilation, mode, grou
             convforge.conv2d(da.from_array(x, chunks=(1, 2, ch, cw)), weight, bias, **kw_)
         return
     got = convforge.conv2d(da.from_array(x, chunks=(1, 2, ch, cw)), weight, bias, **kw_)
-    _agree(got.compute(), expected, exact=False)
+    assert_same_image(got.compute(), expected, exact=False)
 
 
 def test_conv2d_dask_errors_are_the_in_memory_ones():
@@ -121,7 +113,7 @@ def test_distributed_local_cluster_round_trip():
             distributed.Client(cluster) as client:
         lazy = convforge.filter2d(da.from_array(img, chunks=(24, 20)), k, border="symmetric")
         got = client.compute(lazy).result()
-    _agree(got, expected, exact=False)
+    assert_same_image(got, expected, exact=False)
 
 
 # ---------------------------------------------------------------------------- the CLI
@@ -145,16 +137,16 @@ def test_cli_streams_tiff_and_zarr_in_small_chunks(images):
     assert main(["filter", str(tmp / "in.tif"), str(tmp / "o.zarr"), "-k", "sobel-x",
                  "--chunks", "16"]) == 0
     got = zarr.open(str(tmp / "o.zarr"), mode="r")[:]
-    _agree(got, convforge.filter2d(a, kernels.get("sobel-x")), exact=True)
+    assert_same_image(got, convforge.filter2d(a, kernels.get("sobel-x")), exact=True)
     assert main(["filter", str(tmp / "in.zarr"), str(tmp / "o.tif"), "-k", "gaussian:sigma=2",
                  "--chunks", "24", "--dtype", "float64", "--border", "symmetric"]) == 0
     expected = convforge.filter2d(a.astype(np.float32), kernels.get("gaussian:sigma=2"),
                                   border="symmetric", dtype=torch.float64)
-    _agree(tifffile.imread(tmp / "o.tif"), expected, exact=False)
+    assert_same_image(tifffile.imread(tmp / "o.tif"), expected, exact=False)
     rgb = tifffile.imread(tmp / "tiled.tif")
     assert main(["filter", str(tmp / "tiled.tif"), str(tmp / "rgb.tif"), "-k", "box:3",
                  "--chunks", "20", "--dtype", "same", "--scheduler", "processes"]) == 0
-    _agree(tifffile.imread(tmp / "rgb.tif"),
+    assert_same_image(tifffile.imread(tmp / "rgb.tif"),
            convforge.filter2d(rgb, kernels.get("box:3"), output="same"), exact=True)
 
 
@@ -226,7 +218,8 @@ def test_cli_directory_streams_its_tiffs_and_refuses_a_zarr_out(images, capsys):
     assert main(["filter", str(folder), str(tmp / "outs"), "-k", "box:3", "--chunks", "32",
                  "--dtype", "same"]) == 0
     streamed = tifffile.imread(tmp / "outs" / "big.tif")             # tiled, chunk by chunk
-    _agree(streamed, convforge.filter2d(a, kernels.get("box:3"), output="same"), exact=True)
+    assert_same_image(streamed, convforge.filter2d(a, kernels.get("box:3"), output="same"),
+                      exact=True)
     with tifffile.TiffFile(tmp / "outs" / "big.tif") as tif:
         assert tif.pages[0].is_tiled
     assert (tmp / "outs" / "small.png").exists()                     # in memory, as before
