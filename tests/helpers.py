@@ -128,8 +128,6 @@ ALGORITHM_CASES = {
 def random_array(rng, shape, dtype, scale):
     """A NumPy array of ``dtype``: normal values times ``scale`` (cast), complex with a
     normal imaginary part, or random booleans."""
-    import numpy as np
-
     kind = np.dtype(dtype).kind
     if kind == "c":
         return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dtype)
