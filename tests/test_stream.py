@@ -220,3 +220,18 @@ def test_cli_streams_under_a_1_gib_address_space_cap(tmp_path):
     expected = convforge.filter2d(img, convforge.kernels.get("box:5"), output="same")
     assert np.array_equal(tifffile.imread(tmp_path / "out.tif"), expected)
     assert resource.getrlimit(resource.RLIMIT_AS)[0] == resource.RLIM_INFINITY
+
+
+def test_tiff_source_reports_a_truncated_file(tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    from convforge.cli_stream import TiffSource
+
+    tifffile.imwrite(tmp_path / "t.tif", np.ones((40, 50), np.uint8))
+    src = TiffSource(tmp_path / "t.tif")
+    size = (tmp_path / "t.tif").stat().st_size
+    with open(tmp_path / "t.tif", "r+b") as f:                 # cut inside the pixel rows
+        f.truncate(src.offset + 20 * 50 + 10)
+    assert size > src.offset + 20 * 50 + 10
+    assert np.array_equal(src[0:20, :], np.ones((20, 50), np.uint8))
+    with pytest.raises(OSError, match="file ends inside the image data"):
+        src[0:40, :]

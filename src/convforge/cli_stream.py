@@ -104,15 +104,17 @@ class TiffSource:
         pixel = int(np.prod(self.shape[2:], dtype=np.int64)) * self.dtype.itemsize
         pitch = self.shape[1] * pixel
         out = np.empty((max(0, r1 - r0), max(0, c1 - c0)) + self.shape[2:], self.dtype)
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
+        with open(self.path, "rb", buffering=0) as f:
             for i, r in enumerate(range(r0, r1)):            # the row segments only
-                want = out[i].nbytes
-                if os.preadv(fd, [memoryview(out[i]).cast("B")],
-                             self.offset + r * pitch + c0 * pixel) != want:
+                view = memoryview(out[i]).cast("B")
+                position = self.offset + r * pitch + c0 * pixel
+                if hasattr(os, "preadv"):
+                    got = os.preadv(f.fileno(), [view], position)
+                else:                                        # no preadv (Windows)
+                    f.seek(position)
+                    got = f.readinto(view)
+                if got != view.nbytes:
                     raise OSError(f"{self.path}: file ends inside the image data")
-        finally:
-            os.close(fd)
         return out[(slice(None, None, rs), slice(None, None, cs)) + rest]
 
 
