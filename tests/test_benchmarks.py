@@ -103,25 +103,24 @@ def test_memory_quick_measures_peaks_in_fresh_processes(tmp_path, capsys):
     assert rows["im2col"]["peak"] - rows["im2col"]["base"] < rows["im2col"]["limit"] * 1.3
 
 
+def _quick(name, tmp_path, capsys):
+    """Run ``benchmarks/NAME.py --quick --json``: its printed table and its JSON rows."""
+    out = tmp_path / f"{name}.json"
+    assert _load(name).main(["--quick", "--json", str(out)]) == 0
+    return capsys.readouterr().out, json.loads(out.read_text())
+
+
 def test_signal_nd_quick_agrees_and_prints_ratios(tmp_path, capsys):
-    bench = _load("signal_nd")
-    out = tmp_path / "s.json"
-    assert bench.main(["--quick", "--json", str(out)]) == 0
-    text = capsys.readouterr().out
+    text, rows = _quick("signal_nd", tmp_path, capsys)
     assert "x best" in text and "all results agree" in text
-    rows = json.loads(out.read_text())
     assert {"convforge.convolve", "scipy.oaconvolve", "torch.conv1d",
             "convforge.ndimage.correlate"} <= {r["impl"] for r in rows}
 
 
 def test_big_images_quick_agrees_with_in_memory(tmp_path, capsys):
     pytest.importorskip("dask_image")
-    bench = _load("big_images")
-    out = tmp_path / "b.json"
-    assert bench.main(["--quick", "--json", str(out)]) == 0
-    text = capsys.readouterr().out
+    text, rows = _quick("big_images", tmp_path, capsys)
     assert "x dask-image" in text and "all convforge runs agree" in text
-    rows = json.loads(out.read_text())
     assert {"convforge CLI", "dask-image", "convforge distributed"} <= {r["impl"] for r in rows}
     assert all(r["ok"] for r in rows if not r["impl"].startswith("CLI uint8 TIFF"))
     assert rows[-1]["impl"].startswith("CLI uint8 TIFF") and rows[-1]["ok"]

@@ -2,6 +2,7 @@
 scipy.signal: values, dtypes, shapes and errors, 1-D to 4-D."""
 
 import warnings
+from functools import partial
 
 import numpy as np
 import pytest
@@ -40,6 +41,18 @@ def _outcome(fn, *args, **kw):
         return None, e
 
 
+def _like_scipy(func, args, compare, *, match=None, **kw):
+    """convforge's ``func`` against scipy.signal's on the same arguments: where scipy
+    raises, the same exception type (its message matching ``match``); else
+    ``compare(ours, theirs)``."""
+    theirs, error = _outcome(getattr(signal, func), *args, **kw)
+    if error is not None:
+        with pytest.raises(type(error), match=match):
+            getattr(convforge, func)(*args, **kw)
+        return
+    compare(getattr(convforge, func)(*args, **kw), theirs)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("shapes", SHAPES, ids=str)
 @pytest.mark.parametrize("func", ["convolve", "correlate"])
@@ -66,12 +79,8 @@ def test_fftconvolve_oaconvolve_match_scipy(shapes, dtype):
     a, b = _random(rng, shapes[0], dtype), _random(rng, shapes[1], dtype)
     for func in ("fftconvolve", "oaconvolve"):
         for mode in ("full", "same", "valid"):
-            theirs, error = _outcome(getattr(signal, func), a, b, mode)
-            if error is not None:
-                with pytest.raises(type(error)):
-                    getattr(convforge, func)(a, b, mode)
-                continue
-            _same(getattr(convforge, func)(a, b, mode), theirs, f"{func} {mode}")
+            _like_scipy(func, (a, b, mode),
+                        partial(_same, msg=f"{func} {mode}"))
 
 
 @pytest.mark.parametrize("axes", [1, [1], (0, 1), [-1]])
@@ -81,13 +90,10 @@ def test_fft_axes_broadcast_like_scipy(axes, mode):
     a, b = rng.standard_normal((4, 30, 3)), rng.standard_normal((1, 7, 3))
     if axes in ((0, 1),):
         b = rng.standard_normal((2, 7, 3))
-    for func in ("fftconvolve", "oaconvolve"):
-        theirs, error = _outcome(getattr(signal, func), a, b, mode, axes=axes)
-        if error is not None:                      # an axis neither convolved nor broadcast
-            with pytest.raises(type(error), match="incompatible shapes"):
-                getattr(convforge, func)(a, b, mode, axes=axes)
-            continue
-        _same(getattr(convforge, func)(a, b, mode, axes=axes), theirs, f"{func} {axes}")
+    for func in ("fftconvolve", "oaconvolve"):     # an error: an axis neither convolved
+        _like_scipy(func, (a, b, mode),              # nor broadcast
+                    partial(_same, msg=f"{func} {axes}"),
+                    match="incompatible shapes", axes=axes)
 
 
 def test_small_integer_and_bool_semantics():
@@ -161,12 +167,8 @@ def test_property_direct_and_fft_agree_with_scipy(nd, data):
     rng = np.random.default_rng(data.draw(st.integers(0, 1000)))
     a, b = rng.standard_normal(s1), rng.standard_normal(s2)
     for method in ("direct", "fft"):
-        theirs, error = _outcome(signal.correlate, a, b, mode, method)
-        if error is not None:
-            with pytest.raises(type(error)):
-                convforge.correlate(a, b, mode, method)
-        else:
-            _same(convforge.correlate(a, b, mode, method), theirs, f"{mode} {method}")
+        _like_scipy("correlate", (a, b, mode, method),
+                    partial(_same, msg=f"{mode} {method}"))
 
 
 def test_long_signal_overlap_save_matches_direct_sum():
@@ -272,12 +274,8 @@ def test_fftconvolve_broadcasts_size_one_axes_like_scipy(shapes, dtype):
     a, b = _random_any(rng, shapes[0], dtype), _random_any(rng, shapes[1], dtype)
     for func in ("fftconvolve", "oaconvolve"):
         for mode in ("full", "same", "valid"):
-            theirs, error = _outcome(getattr(signal, func), a, b, mode)
-            if error is not None:
-                with pytest.raises(type(error)):
-                    getattr(convforge, func)(a, b, mode)
-                continue
-            _agrees(getattr(convforge, func)(a, b, mode), theirs, (dtype,), f"{func} {mode}")
+            _like_scipy(func, (a, b, mode),
+                        partial(_agrees, dtypes=(dtype,), msg=f"{func} {mode}"))
 
 
 @pytest.mark.parametrize("axes", [(), 1.5, (5,), (0, 0), "a"])
@@ -312,12 +310,8 @@ def test_property_integer_dtypes_match_scipy_exactly(nd, data):
     a, b = _random_any(rng, s1, dtype), _random_any(rng, s2, dtype)
     for func in ("convolve", "correlate"):
         for method in ("direct", "fft", "auto"):
-            theirs, error = _outcome(getattr(signal, func), a, b, mode, method)
-            if error is not None:
-                with pytest.raises(type(error)):
-                    getattr(convforge, func)(a, b, mode, method)
-                continue
-            _same(getattr(convforge, func)(a, b, mode, method), theirs, f"{func} {method}")
+            _like_scipy(func, (a, b, mode, method),
+                        partial(_same, msg=f"{func} {method}"))
 
 
 @settings(max_examples=30)
@@ -333,12 +327,9 @@ def test_property_fft_axes_and_broadcast_match_scipy(nd, data):
     rng = np.random.default_rng(data.draw(st.integers(0, 1000)))
     a, b = _random_any(rng, s1, dtype), _random_any(rng, s2, dtype)
     for func in ("fftconvolve", "oaconvolve"):
-        theirs, error = _outcome(getattr(signal, func), a, b, mode, axes=axes)
-        if error is not None:
-            with pytest.raises(type(error), match=f"^{func}: "):
-                getattr(convforge, func)(a, b, mode, axes=axes)
-            continue
-        _agrees(getattr(convforge, func)(a, b, mode, axes=axes), theirs, (dtype,), func)
+        _like_scipy(func, (a, b, mode),
+                    partial(_agrees, dtypes=(dtype,), msg=func),
+                    match=f"^{func}: ", axes=axes)
 
 
 @pytest.mark.parametrize("s1, s2, dtype", [
