@@ -280,20 +280,19 @@ def _trim() -> None:
         pass
 
 
-def _run_threads(source, out: Path, chunks, options) -> np.dtype:
+def _run_threads(source, out: Path, chunks, options, left) -> np.dtype:
     """The threaded engine: each input chunk read once, chunks written as computed."""
     from contextlib import closing
 
     import torch
 
     from .stream import filter_chunks
-    from .workspace import _address_space_left
 
     _, zarr, tifffile = _require(dask=False)
-    workers = _workers(source.shape, source.dtype, chunks, torch.get_num_threads())
+    workers = _workers(source.shape, source.dtype, chunks, torch.get_num_threads(), left)
     # under an address-space cap torch starts no thread pool of its own and no reader
     # thread reads ahead (each thread reserves a stack and more)
-    capped = _address_space_left() is not None
+    capped = left is not None
     job = filter_chunks(source, chunks=chunks, workers=workers, **options,
                         torch_threads=1 if capped else None, prefetch=0 if capped else None)
     width = source.shape[1]
@@ -385,7 +384,7 @@ def _fewer_arenas(capped: bool) -> None:
         pass
 
 
-def _workers(shape, dtype, chunks, threads: int) -> int:
+def _workers(shape, dtype, chunks, threads: int, left: int | None) -> int:
     """Worker threads of a threaded run: one more than torch's threads (a worker waiting
     for its read or write leaves its core to another's filtering: 16384^2 float32 Zarr,
     5x5, 3.7 s with 3 workers, 4.0 s with 2), fewer under an address-space cap: each needs
@@ -394,9 +393,6 @@ def _workers(shape, dtype, chunks, threads: int) -> int:
     limit and ten float64 copies of a chunk (the region, its conversion, the response,
     rounding, and room for the allocator's fragments); the cache two rows of input chunks,
     and 128 MiB stay for the rest (the output's writer, the plans, the progress bar)."""
-    from .workspace import _address_space_left
-
-    left = _address_space_left()
     if left is None:
         return threads + 1
     channels = int(np.prod(shape[2:], dtype=np.int64))
@@ -442,7 +438,7 @@ def _filter_streaming(inp: Path, out: Path, kernel, args) -> None:
                    output="same" if args.dtype == "same" else "float",
                    dtype={"float32": torch.float32, "float64": torch.float64}.get(args.dtype))
     if args.scheduler in (None, "threads"):
-        dtype = _run_threads(source, out, chunks, options)
+        dtype = _run_threads(source, out, chunks, options, left)
     else:
         dtype = _run_dask(source, out, chunks, options, args.scheduler)
     print(f"filtered {inp} ({'x'.join(map(str, source.shape))} {np.dtype(source.dtype)}) "
